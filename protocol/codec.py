@@ -1,0 +1,166 @@
+"""Encode and decode frames: the only place MessagePack is touched.
+
+Decoding is two steps, both in msgspec's C code:
+
+1. an untyped decode that checks the whole frame is well-formed MessagePack, with no ext
+   types, valid UTF-8 in every string (unknown fields included), no trailing bytes, and
+   nesting no deeper than ``MAX_DEPTH``;
+2. a typed conversion into the request union, which checks every known field's type and
+   bounds and names the offending field in ``path``.
+
+Any failure becomes a ``ProtocolError`` with a stable code; no other exception escapes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NoReturn, TypeVar
+
+import msgspec
+
+from protocol import limits
+from protocol.errors import ERROR_INFO, ErrorCode, ProtocolError
+from protocol.events import AnyEvent
+from protocol.replies import Error, Ok
+from protocol.requests import AnyRequest, Request
+
+
+def _reject_ext(code: int, data: memoryview) -> NoReturn:
+    raise _ExtTypeError(code)
+
+
+class _ExtTypeError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"ext type {code}")
+
+
+_untyped_decoder = msgspec.msgpack.Decoder(ext_hook=_reject_ext)
+_encoder = msgspec.msgpack.Encoder()
+T = TypeVar("T")
+_PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests deeper than ``limit`` containers (iterative, no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return True
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return False
+
+
+def decode_request(frame: bytes) -> AnyRequest:
+    """Decode one client frame into a typed request, or raise ``ProtocolError``."""
+    if len(frame) > limits.MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, "frame exceeds MAX_FRAME_BYTES")
+    try:
+        raw = _untyped_decoder.decode(frame)
+    except _ExtTypeError as exc:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, str(exc)) from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.TOO_DEEP, "frame nests too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "a frame must be one MessagePack map")
+    if _depth_exceeds(raw, limits.MAX_DEPTH):
+        raise ProtocolError(ErrorCode.TOO_DEEP, f"frame nests deeper than {limits.MAX_DEPTH}")
+    return _convert(raw)
+
+
+def _convert(raw: dict[str, Any]) -> AnyRequest:
+    op = raw.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "missing or non-string `op`", path="$.op")
+    try:
+        request: AnyRequest = msgspec.convert(raw, AnyRequest)
+        return request
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH.search(text)
+        path = match.group("path") if match else None
+        if text.startswith("Invalid value") and path == "$.op":
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_OP, f"unknown op {op[:64]!r}", path="$.op"
+            ) from None
+        code = ErrorCode.TOO_LARGE if "length <=" in text else ErrorCode.INVALID_FIELD
+        raise ProtocolError(code, text, path=path) from None
+
+
+def request_id_of(frame: bytes) -> int | None:
+    """Best effort: the ``rid`` of a frame that failed to decode, for the error reply."""
+    try:
+        raw = _untyped_decoder.decode(frame)
+    except Exception:
+        return None
+    if isinstance(raw, dict):
+        rid = raw.get("rid")
+        if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= limits.MAX_SAFE_INT:
+            return rid
+    return None
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode a reply, event or request struct as one MessagePack map."""
+    return _encoder.encode(message)
+
+
+def encode_ok(rid: int, result: msgspec.Struct) -> bytes:
+    return _encoder.encode(Ok(rid=rid, result=result))
+
+
+def error_reply(error: ProtocolError, rid: int | None) -> Error:
+    info = ERROR_INFO[error.code]
+    return Error(
+        rid=rid,
+        code=int(error.code),
+        name=info.name,
+        message=error.message[:512],
+        retryable=info.retryable,
+        path=error.path,
+        retry_after=error.retry_after,
+    )
+
+
+def encode_error(error: ProtocolError, rid: int | None) -> bytes:
+    return _encoder.encode(error_reply(error, rid))
+
+
+# --- the client side: decode what the server sends ----------------------------------------
+
+
+class OkFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="ok"):
+    """``ok`` as a client reads it: the result stays raw until the caller names its type."""
+
+    rid: int
+    result: msgspec.Raw
+
+
+ServerFrame = OkFrame | Error | AnyEvent
+_server_decoder: msgspec.msgpack.Decoder[OkFrame | Error | AnyEvent] = msgspec.msgpack.Decoder(
+    ServerFrame
+)
+
+
+def decode_server_frame(frame: bytes) -> OkFrame | Error | AnyEvent:
+    """Decode a frame from the server (client SDK side). Raises ``msgspec.DecodeError``."""
+    return _server_decoder.decode(frame)
+
+
+def decode_result(raw: msgspec.Raw, result_type: type[T]) -> T:
+    return msgspec.msgpack.decode(raw, type=result_type)
+
+
+def encode_request(request: Request) -> bytes:
+    return _encoder.encode(request)

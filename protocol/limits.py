@@ -1,0 +1,40 @@
+"""Every size and count limit of the protocol, named, in one place.
+
+The handshake reply sends the client the subset it needs (see ``ClientLimits`` in
+``protocol.messages``), so clients never hard-code them. Server-side rates and quotas that
+operators tune live in ``server.config`` and default to the constants here.
+"""
+
+from typing import Final
+
+#: Largest WebSocket message (after reassembly) the server accepts; larger closes with 1009.
+MAX_FRAME_BYTES: Final = 64 * 1024
+#: Deepest MessagePack nesting accepted anywhere in a frame, unknown fields included.
+MAX_DEPTH: Final = 16
+#: Text of one message, in characters.
+MAX_TEXT_CHARS: Final = 8_000
+#: Short strings: titles, names, file names, mime types, device names.
+MAX_NAME_CHARS: Final = 128
+#: Opaque ids sent by clients: client message ids, conversation ids, tokens.
+MAX_ID_CHARS: Final = 128
+#: Tokens (access, refresh, QR) are longer than ids.
+MAX_TOKEN_CHARS: Final = 1024
+#: Users named in one request (mentions, group members added at once, presence subscriptions).
+MAX_USERS_PER_REQUEST: Final = 500
+#: Items in one page of history, sync events or member lists.
+MAX_PAGE: Final = 500
+DEFAULT_PAGE: Final = 100
+#: Ids and sequence numbers stay below 2**53 so JavaScript clients read them exactly.
+MAX_SAFE_INT: Final = 2**53 - 1
+#: Default member limit of an ordinary group (configurable per server).
+DEFAULT_GROUP_MEMBER_LIMIT: Final = 500
+#: How long an unauthenticated connection may live before it is closed with 4001.
+HANDSHAKE_DEADLINE_SECONDS: Final = 10.0
+#: Idempotency keys (sender, client message id) are kept at least this long.
+IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
+#: A sender may recall their own message within this window (M4).
+RECALL_WINDOW_SECONDS: Final = 24 * 3600
+#: Phone numbers: E.164, a plus and up to 15 digits.
+MAX_PHONE_CHARS: Final = 16
+#: One-time login codes.
+LOGIN_CODE_DIGITS: Final = 6
