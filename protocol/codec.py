@@ -14,6 +14,7 @@ Any failure becomes a ``ProtocolError`` with a stable code; no other exception e
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
@@ -38,10 +39,15 @@ _untyped_decoder = msgspec.msgpack.Decoder(ext_hook=_reject_ext)
 _encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`")
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when ``value`` nests deeper than ``limit`` containers (iterative, no recursion)."""
+    """True when ``value`` nests deeper than ``limit`` containers (iterative, no recursion).
+
+    Also refuses non-string keys and timestamps: msgspec decodes the MessagePack timestamp
+    extension (type -1) to ``datetime`` without calling ``ext_hook``, and no ext type is
+    accepted anywhere, unknown fields included."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -51,13 +57,20 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
-                if isinstance(child, dict | list):
-                    stack.append((child, depth + 1))
+                _push_child(stack, child, depth)
         elif isinstance(item, list):
             if depth > limit:
                 return True
-            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+            for child in item:
+                _push_child(stack, child, depth)
     return False
+
+
+def _push_child(stack: list[tuple[Any, int]], child: Any, depth: int) -> None:
+    if isinstance(child, dict | list):
+        stack.append((child, depth + 1))
+    elif isinstance(child, datetime):
+        raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, "ext type -1 (timestamp)")
 
 
 def decode_request(frame: bytes) -> AnyRequest:
@@ -71,6 +84,8 @@ def decode_request(frame: bytes) -> AnyRequest:
     except RecursionError:
         raise ProtocolError(ErrorCode.TOO_DEEP, "frame nests too deeply") from None
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        if "MessagePack timestamp" in str(exc):
+            raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, "ext type -1 (timestamp)") from None
         raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
     if not isinstance(raw, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "a frame must be one MessagePack map")
@@ -94,6 +109,9 @@ def _convert(raw: dict[str, Any]) -> AnyRequest:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_OP, f"unknown op {op[:64]!r}", path="$.op"
             ) from None
+        missing = _MISSING.match(text)
+        if missing is not None:
+            path = f"{path or '$'}.{missing.group('field')}"
         code = ErrorCode.TOO_LARGE if "length <=" in text else ErrorCode.INVALID_FIELD
         raise ProtocolError(code, text, path=path) from None
 

@@ -77,15 +77,16 @@ class RecallEvent(Event, tag="ev.recall", frozen=True):
     ts: Timestamp
 
 
-class ReadEvent(Event, tag="ev.read", frozen=True):
-    """A member's read position moved. Sent to the reader's own devices (with their new
-    ``unread`` count) and, in a single chat, to the peer as a read receipt."""
+class ReadEvent(Event, tag="ev.read", frozen=True, omit_defaults=True):
+    """A member's read position moved. Sent to the reader's own devices and, in a single
+    chat, to the peer as a read receipt. Live, ``unread`` is the reader's new unread count
+    in ``conv``; replayed by ``sync`` it is absent (the summary carries the current count)."""
 
     stream: StreamPos
     conv: ConversationId
     user: UserId
     seq: Seq
-    unread: int
+    unread: int | None = None
 
 
 class ContactEvent(Event, tag="ev.contact", frozen=True):

@@ -1,7 +1,7 @@
 """Every size and count limit of the protocol, named, in one place.
 
 The handshake reply sends the client the subset it needs (see ``ClientLimits`` in
-``protocol.messages``), so clients never hard-code them. Server-side rates and quotas that
+``protocol.replies``), so clients never hard-code them. Server-side rates and quotas that
 operators tune live in ``server.config`` and default to the constants here.
 """
 

@@ -290,9 +290,11 @@ class ContactsQr(Request, tag="contacts.qr", frozen=True):
 
 
 class PresenceSubscribe(Request, tag="presence.subscribe", frozen=True):
-    """Replace the set of group members whose presence this connection is shown.
-    Contacts and single-chat peers are always included."""
+    """Replace the set of members of group ``conv`` whose presence (and typing) this
+    connection is shown; users who are not current members are ignored. Contacts and
+    single-chat peers are always shown without subscribing. An empty list unsubscribes."""
 
+    conv: ConversationId
     users: UserList
 
 

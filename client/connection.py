@@ -1,0 +1,158 @@
+"""One WebSocket connection to a Rivet server: request/reply by ``rid`` and a stream of
+pushed events. No retries or state here; ``RivetClient`` adds those."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from protocol import codec
+from protocol.events import AnyEvent
+from protocol.replies import RESULT_TYPES, Error
+from protocol.requests import Request
+
+R = TypeVar("R")
+
+
+class RivetError(Exception):
+    """An ``error`` reply, or the connection closing before the reply came."""
+
+    def __init__(
+        self,
+        code: int,
+        name: str,
+        message: str,
+        *,
+        retryable: bool,
+        path: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{name} ({code}): {message}")
+        self.code = code
+        self.name = name
+        self.message = message
+        self.retryable = retryable
+        self.path = path
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_reply(cls, error: Error) -> RivetError:
+        return cls(
+            error.code,
+            error.name,
+            error.message,
+            retryable=error.retryable,
+            path=error.path,
+            retry_after=error.retry_after,
+        )
+
+
+class ConnectionLost(RivetError):
+    """The connection closed; ``close_code`` says why (see the close codes)."""
+
+    def __init__(self, close_code: int | None, reason: str | None) -> None:
+        super().__init__(close_code or 1006, "connection_closed", reason or "", retryable=True)
+        self.close_code = close_code
+
+
+class _Pending:
+    __slots__ = ("done", "frame", "result_type")
+
+    def __init__(self, result_type: type[Any]) -> None:
+        self.done = trio.Event()
+        self.frame: codec.OkFrame | Error | ConnectionLost | None = None
+        self.result_type = result_type
+
+
+class RivetConnection:
+    def __init__(self, ws: WebSocketConnection, *, max_events: int) -> None:
+        self.ws = ws
+        self._rids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._events_in, self.events = trio.open_memory_channel[AnyEvent](max_events)
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.closed = trio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, *, max_events: int = 100_000) -> AsyncIterator[RivetConnection]:
+        async with open_websocket_url(url, max_message_size=16 * 1024 * 1024) as ws:
+            conn = cls(ws, max_events=max_events)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn._read)
+                try:
+                    yield conn
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def request(self, request: Request) -> Any:
+        """Send ``request`` (its ``rid`` is replaced) and return the typed result."""
+        rid = next(self._rids)
+        pending = _Pending(RESULT_TYPES[type(request)])
+        self._pending[rid] = pending
+        try:
+            if self.closed.is_set():
+                raise ConnectionLost(self.close_code, self.close_reason)
+            try:
+                await self.ws.send_message(
+                    codec.encode_request(msgspec.structs.replace(request, rid=rid))
+                )
+            except ConnectionClosed:
+                await self.closed.wait()
+                raise ConnectionLost(self.close_code, self.close_reason) from None
+            await pending.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        frame = pending.frame
+        if isinstance(frame, codec.OkFrame):
+            return codec.decode_result(frame.result, pending.result_type)
+        if isinstance(frame, Error):
+            raise RivetError.from_reply(frame)
+        assert isinstance(frame, ConnectionLost)
+        raise frame
+
+    async def send_raw(self, data: bytes | str) -> None:
+        """Send a frame as is (tests of malformed input)."""
+        await self.ws.send_message(data)
+
+    async def next_event(self) -> AnyEvent:
+        return await self.events.receive()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self.ws.get_message()
+                if isinstance(data, str):
+                    continue
+                frame = codec.decode_server_frame(data)
+                if isinstance(frame, codec.OkFrame | Error):
+                    rid = frame.rid
+                    pending = self._pending.get(rid) if rid is not None else None
+                    if pending is not None:
+                        pending.frame = frame
+                        pending.done.set()
+                    elif isinstance(frame, Error):
+                        # An error without a request to match (e.g. an undecodable frame).
+                        await self._events_in.send(frame)  # type: ignore[arg-type]
+                    continue
+                await self._events_in.send(frame)
+        except ConnectionClosed as closed:
+            self.close_code = closed.reason.code
+            self.close_reason = closed.reason.reason
+        finally:
+            self.closed.set()
+            lost = ConnectionLost(self.close_code, self.close_reason)
+            for pending in self._pending.values():
+                pending.frame = lost
+                pending.done.set()
+            self._events_in.close()
+
+    async def aclose(self, code: int = 1000) -> None:
+        await self.ws.aclose(code)

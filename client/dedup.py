@@ -1,0 +1,70 @@
+"""Dropping redeliveries (sans-I/O).
+
+Rivet delivers every durable event at least once per device: live and again in a sync page
+around a reconnect. A message is identified by (conv, seq); other durable events by their
+stream position. Memory stays small: per conversation, the highest seq below which every
+seq was seen plus the few seen above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol.events import (
+    ContactEvent,
+    MessageEvent,
+    ReadEvent,
+    RecallEvent,
+    SettingsEvent,
+    SyncEvent,
+)
+
+
+@dataclass
+class _Seqs:
+    floor: int = 0
+    above: set[int] = field(default_factory=set)
+
+    def add(self, seq: int) -> bool:
+        if seq <= self.floor or seq in self.above:
+            return False
+        self.above.add(seq)
+        while self.floor + 1 in self.above:
+            self.floor += 1
+            self.above.discard(self.floor)
+        return True
+
+
+@dataclass
+class Deduper:
+    _messages: dict[str, _Seqs] = field(default_factory=dict)
+    _streams: set[int] = field(default_factory=set)
+    _pstreams: set[int] = field(default_factory=set)
+    redeliveries: int = 0
+
+    def start_at(self, conv: str, seq: int) -> None:
+        """Everything up to ``seq`` in ``conv`` is known (e.g. from a summary or history)."""
+        seqs = self._messages.setdefault(conv, _Seqs())
+        if seq > seqs.floor:
+            seqs.floor = seq
+            seqs.above = {s for s in seqs.above if s > seq}
+
+    def accept(self, event: SyncEvent) -> bool:
+        """True the first time an event is seen, False for a redelivery."""
+        if isinstance(event, MessageEvent):
+            fresh = self._messages.setdefault(event.conv, _Seqs()).add(event.seq)
+        elif isinstance(event, RecallEvent | ReadEvent):
+            fresh = event.stream not in self._streams
+            self._streams.add(event.stream)
+        elif isinstance(event, ContactEvent | SettingsEvent):
+            fresh = event.pstream not in self._pstreams
+            self._pstreams.add(event.pstream)
+        else:
+            return True
+        if not fresh:
+            self.redeliveries += 1
+        return fresh
+
+    def seen(self, conv: str, seq: int) -> bool:
+        seqs = self._messages.get(conv)
+        return seqs is not None and (seq <= seqs.floor or seq in seqs.above)

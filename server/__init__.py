@@ -1,0 +1,1 @@
+"""The Rivet server: gateway, router, policy, services, outbox, bus, hub."""

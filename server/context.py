@@ -1,0 +1,45 @@
+"""What the router hands every service: the stores, the seams and the shared state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from server.bus import Bus, Deliver
+from server.clock import Clock
+from server.config import Config
+from server.credentials import Credentials
+from server.hub import Hub
+from server.membership import MemberCache
+from server.notify.interface import Notifier
+from server.push import PushQueue
+from server.ratelimit import KeyedLimiter
+from server.receipts import ReceiptCoalescer
+from storage.stores import Stores
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def publish_event(bus: Bus, users: Iterable[int], event: msgspec.Struct) -> None:
+    """Encode ``event`` once and hand the same bytes to every recipient's connections."""
+    bus.publish(users, Deliver(_encoder.encode(event)))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    config: Config
+    clock: Clock
+    stores: Stores
+    bus: Bus
+    hub: Hub
+    notifier: Notifier
+    credentials: Credentials
+    members: MemberCache
+    send_limiter: KeyedLimiter
+    receipts: ReceiptCoalescer
+    pushes: PushQueue
+
+    def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
+        publish_event(self.bus, users, event)

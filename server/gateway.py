@@ -1,0 +1,153 @@
+"""The WebSocket gateway: accept, handshake deadline, one reader per connection, close.
+
+Each connection runs in its own nursery with two tasks: the reader (this module: frames
+in, through the router, one at a time so a device's requests keep their order) and the
+writer (``Connection.run_writer``: the bounded send queue out to the socket). When either
+ends, or ``Connection.close_soon`` is called, both stop and the socket is closed with the
+requested code.
+
+Shutdown (``Gateway.drain``): stop reading new frames on every connection, let requests in
+flight finish and their replies go out, then close with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from protocol.errors import CloseCode
+from server.connection import Connection
+from server.context import Context
+from server.router import Router
+from server.services import presence
+
+log = logging.getLogger(__name__)
+
+#: How long closing a socket may take before we drop it.
+CLOSE_TIMEOUT = 2.0
+
+
+class Gateway:
+    def __init__(self, ctx: Context, router: Router) -> None:
+        self.ctx = ctx
+        self.router = router
+        self._connections: set[Connection] = set()
+        self._draining = False
+        self._all_closed = trio.Event()
+        self.accepted = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        """trio-websocket's handler: one call per client, for the connection's lifetime."""
+        if self._draining:
+            await request.reject(503, body=b"shutting down")
+            return
+        ws = await request.accept()
+        self.accepted += 1
+        conn = Connection(ws=ws, queue_frames=self.ctx.config.send_queue_frames)
+        self._connections.add(conn)
+        try:
+            await self._serve(conn)
+        finally:
+            self._connections.discard(conn)
+            if self._draining and not self._connections:
+                self._all_closed.set()
+            self.router.forget(conn)
+            await self._leave(conn)
+            await self._close(ws, conn)
+
+    async def _serve(self, conn: Connection) -> None:
+        async with trio.open_nursery() as nursery:
+            conn.bind_scope(nursery.cancel_scope)
+            nursery.start_soon(conn.run_writer)
+            nursery.start_soon(self._heartbeat, conn)
+            with trio.move_on_after(self.ctx.config.handshake_deadline) as deadline:
+                while not conn.authenticated:
+                    if not await self._read_one(conn):
+                        nursery.cancel_scope.cancel()
+                        return
+            if deadline.cancelled_caught and not conn.authenticated:
+                conn.close_soon(CloseCode.HANDSHAKE_TIMEOUT, "authenticate in time")
+                return
+            if self.ctx.hub.attach(conn):
+                await presence.announce(self.ctx, conn.user_id or 0, online=True)
+            while await self._read_one(conn):
+                pass
+            # Reading stopped (drain or peer closed): let queued replies go out first.
+            conn.finish_sending()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await conn.writer_done.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _read_one(self, conn: Connection) -> bool:
+        """Read and handle one frame. False when the connection should stop reading."""
+        if self._draining or conn.close_request is not None:
+            return False
+        with trio.CancelScope() as reading:
+            conn.read_scope = reading
+            try:
+                message = await conn.ws.get_message()
+            except ConnectionClosed:
+                return False
+            finally:
+                conn.read_scope = None
+        if reading.cancelled_caught:
+            return False
+        if isinstance(message, str):
+            conn.close_soon(CloseCode.UNSUPPORTED_DATA, "binary frames only")
+            return False
+        # Drain only cancels the wait above: a request in flight finishes and is replied to.
+        await self.router.handle_frame(conn, message)
+        return conn.close_request is None
+
+    async def _heartbeat(self, conn: Connection) -> None:
+        """Drop a peer that stops answering pings (half-open TCP connections included)."""
+        interval = self.ctx.config.heartbeat_seconds
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval) as waited:
+                try:
+                    await conn.ws.ping()
+                except ConnectionClosed:
+                    return
+            if waited.cancelled_caught:
+                conn.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "no pong")
+                return
+
+    async def _leave(self, conn: Connection) -> None:
+        if conn.user_id is None:
+            return
+        if self.ctx.hub.detach(conn):
+            with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                scope.shield = True
+                try:
+                    await presence.announce(self.ctx, conn.user_id, online=False)
+                except Exception:
+                    log.exception("presence announcement failed")
+
+    async def _close(self, ws: WebSocketConnection, conn: Connection) -> None:
+        request = conn.close_request
+        code, reason = (request.code, request.reason) if request else (1000, "")
+        if self._draining and request is None:
+            code, reason = CloseCode.GOING_AWAY, "server shutting down"
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            await ws.aclose(code, reason)
+
+    async def drain(self) -> None:
+        """Stop reading, let in-flight requests finish, close every socket with 1001."""
+        self._draining = True
+        for conn in list(self._connections):
+            if conn.close_request is None:
+                conn.wake_reader()
+        if not self._connections:
+            self._all_closed.set()
+        with trio.move_on_after(self.ctx.config.shutdown_grace_seconds):
+            await self._all_closed.wait()
+        for conn in list(self._connections):
+            conn.close_soon(CloseCode.GOING_AWAY, "server shutting down")

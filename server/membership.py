@@ -1,0 +1,44 @@
+"""A cache of group member ids for fan-out, so a message to a group does not read every
+member from the store.
+
+Entries are dropped whenever this process commits a membership change to the group. The
+cache is per process: with several server processes, a shared bus must carry the same
+invalidation (noted in docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from protocol.ids import conversation_kind, direct_participants
+from storage.interfaces import CrossDomainStore
+
+
+class MemberCache:
+    def __init__(self, store: CrossDomainStore, *, max_groups: int = 10_000) -> None:
+        self._store = store
+        self._groups: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._max = max_groups
+        #: Bumped on every invalidation, so a read that raced a change is not cached.
+        self._generation = 0
+
+    async def member_ids(self, conv_id: str) -> tuple[int, ...]:
+        if conversation_kind(conv_id) != "group":
+            low, high = direct_participants(conv_id)
+            return (low,) if low == high else (low, high)
+        cached = self._groups.get(conv_id)
+        if cached is not None:
+            self._groups.move_to_end(conv_id)
+            return cached
+        generation = self._generation
+        members = tuple(await self._store.member_ids(conv_id))
+        if generation != self._generation:
+            return members
+        self._groups[conv_id] = members
+        if len(self._groups) > self._max:
+            self._groups.popitem(last=False)
+        return members
+
+    def invalidate(self, conv_id: str) -> None:
+        self._generation += 1
+        self._groups.pop(conv_id, None)

@@ -1,0 +1,195 @@
+"""Contacts (M5): add by phone, user id or QR token; accept or decline; remove; block.
+
+Contacts are personal-domain data (D1 decision): no organisation ever sees them. Each
+change writes both users' rows and an entry in each affected user's personal stream, in
+one transaction of the personal store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import msgspec
+
+from protocol import replies
+from protocol import requests as rq
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.events import ContactEvent
+from server.connection import Connection
+from server.context import Context
+from server.services.render import fingerprint
+from storage.records import ContactRow, ContactStateName, ContactWrite, IdempotencyKey
+
+QR_TOKEN_SECONDS = 10 * 60
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _write(
+    owner: int, peer: int, state: ContactStateName | None, note: str, now: int
+) -> ContactWrite:
+    event = ContactEvent(pstream=0, user_id=peer, state=state or "none", note=note)
+    return ContactWrite(
+        row=ContactRow(owner=owner, peer=peer, state=state, note=note, updated_at=now),
+        event_body=_encoder.encode(event),
+    )
+
+
+def _qr_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def _info(ctx: Context, owner: int, peer: int) -> replies.Contact:
+    row = await ctx.stores.personal.get_contact(owner, peer)
+    user = await ctx.stores.personal.get_user(peer)
+    return replies.Contact(
+        contact=replies.ContactInfo(
+            user_id=peer,
+            state=row.state if row is not None and row.state is not None else "none",
+            display_name=user.display_name if user else "",
+            note=row.note if row else "",
+            updated_at=row.updated_at if row else 0,
+        )
+    )
+
+
+async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Contact:
+    caller = _user(conn)
+    personal = ctx.stores.personal
+    given = [x for x in (req.phone, req.user_id, req.qr_token) if x is not None]
+    if len(given) != 1:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "give exactly one of phone, user_id, qr_token")
+    now = ctx.clock.now_ms()
+    target: int | None
+    if req.phone is not None:
+        user = await personal.get_user_by_phone(req.phone)
+        target = user.user_id if user else None
+    elif req.user_id is not None:
+        target = req.user_id if await personal.get_user(req.user_id) else None
+    else:
+        assert req.qr_token is not None
+        target = await personal.resolve_qr_token(token_hash=_qr_hash(req.qr_token), now=now)
+    if target is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
+    if target == caller:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot add yourself")
+    theirs = await personal.get_contact(target, caller)
+    if theirs is not None and theirs.state == "blocked":
+        raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
+    mine = await personal.get_contact(caller, target)
+    if mine is not None and mine.state == "accepted":
+        return await _info(ctx, caller, target)
+    if mine is not None and mine.state == "pending":
+        # They asked us first: adding them back accepts.
+        writes = [
+            _write(caller, target, "accepted", mine.note, now),
+            _write(target, caller, "accepted", "", now),
+        ]
+    else:
+        writes = [
+            _write(caller, target, "requested", req.note, now),
+            _write(target, caller, "pending", req.note, now),
+        ]
+    key = IdempotencyKey(
+        sender=caller, client_id="c:" + req.cmid, fingerprint=fingerprint(str(target), req.note)
+    )
+    changes, duplicate = await personal.write_contacts(writes, now=now, idempotency=key)
+    if not duplicate:
+        _publish_changes(ctx, writes, [c.pstream for c in changes])
+    return await _info(ctx, caller, target)
+
+
+async def respond(ctx: Context, conn: Connection, req: rq.ContactsRespond) -> replies.Contact:
+    caller = _user(conn)
+    personal = ctx.stores.personal
+    mine = await personal.get_contact(caller, req.user)
+    if mine is None or mine.state != "pending":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "no contact request from this user")
+    now = ctx.clock.now_ms()
+    if req.accept:
+        writes = [
+            _write(caller, req.user, "accepted", mine.note, now),
+            _write(req.user, caller, "accepted", "", now),
+        ]
+    else:
+        writes = [
+            _write(caller, req.user, None, "", now),
+            _write(req.user, caller, "declined", "", now),
+        ]
+    changes, _ = await personal.write_contacts(writes, now=now)
+    _publish_changes(ctx, writes, [c.pstream for c in changes])
+    return await _info(ctx, caller, req.user)
+
+
+async def remove(ctx: Context, conn: Connection, req: rq.ContactsRemove) -> replies.Contact:
+    caller = _user(conn)
+    personal = ctx.stores.personal
+    mine = await personal.get_contact(caller, req.user)
+    if mine is None or mine.state == "blocked":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "not a contact")
+    now = ctx.clock.now_ms()
+    writes = [_write(caller, req.user, None, "", now)]
+    theirs = await personal.get_contact(req.user, caller)
+    if theirs is not None and theirs.state != "blocked":
+        writes.append(_write(req.user, caller, None, "", now))
+    changes, _ = await personal.write_contacts(writes, now=now)
+    _publish_changes(ctx, writes, [c.pstream for c in changes])
+    return await _info(ctx, caller, req.user)
+
+
+async def block(ctx: Context, conn: Connection, req: rq.ContactsBlock) -> replies.Contact:
+    """Blocking only changes the caller's row: the blocked user is not told (their sends
+    and requests are refused with ``blocked``)."""
+    caller = _user(conn)
+    if req.user == caller:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot block yourself")
+    if await ctx.stores.personal.get_user(req.user) is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
+    now = ctx.clock.now_ms()
+    writes = [_write(caller, req.user, "blocked" if req.blocked else None, "", now)]
+    changes, _ = await ctx.stores.personal.write_contacts(writes, now=now)
+    _publish_changes(ctx, writes, [c.pstream for c in changes])
+    return await _info(ctx, caller, req.user)
+
+
+async def list_contacts(ctx: Context, conn: Connection, req: rq.ContactsList) -> replies.Contacts:
+    caller = _user(conn)
+    rows = await ctx.stores.personal.list_contacts(caller)
+    users = {u.user_id: u for u in await ctx.stores.personal.get_users([r.peer for r in rows])}
+    return replies.Contacts(
+        contacts=[
+            replies.ContactInfo(
+                user_id=r.peer,
+                state=r.state or "none",
+                display_name=users[r.peer].display_name if r.peer in users else "",
+                note=r.note,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+    )
+
+
+async def qr(ctx: Context, conn: Connection, req: rq.ContactsQr) -> replies.QrToken:
+    """A short-lived token to show as a QR code; only its hash is stored."""
+    caller = _user(conn)
+    token = secrets.token_urlsafe(24)
+    expires_at = ctx.clock.now_ms() + QR_TOKEN_SECONDS * 1000
+    await ctx.stores.personal.put_qr_token(
+        token_hash=_qr_hash(token), user_id=caller, expires_at=expires_at
+    )
+    return replies.QrToken(token=token, expires_at=expires_at)
+
+
+def _publish_changes(ctx: Context, writes: list[ContactWrite], pstreams: list[int]) -> None:
+    for write, pstream in zip(writes, pstreams, strict=True):
+        row = write.row
+        event = ContactEvent(
+            pstream=pstream, user_id=row.peer, state=row.state or "none", note=row.note
+        )
+        ctx.publish([row.owner], event)
+
+
+def _user(conn: Connection) -> int:
+    assert conn.user_id is not None
+    return conn.user_id

@@ -1,0 +1,206 @@
+"""Sending, recalling and reading messages; history; read receipts; opening single chats."""
+
+from __future__ import annotations
+
+from protocol import replies
+from protocol import requests as rq
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import conversation_kind, direct_conversation_id
+from server import policy
+from server.connection import Connection
+from server.context import Context
+from server.services.render import (
+    content_body,
+    conversation_info,
+    entry_event,
+    fingerprint,
+    message_event,
+)
+from storage.records import Conversation, IdempotencyKey, Member, NewConversation, NewEntry
+
+
+async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
+    """M1: persist the message durably, then ack, then fan out."""
+    caller = _user(conn)
+    cross = ctx.stores.cross
+    kind = conversation_kind(req.conv)
+    conversation = await cross.get_conversation(req.conv)
+    create: NewConversation | None = None
+    blocked = False
+    member: Member | None = None
+    if kind == "group":
+        member = await cross.get_member(req.conv, caller)
+    else:
+        peer = policy.direct_peer(caller, req.conv)
+        if conversation is None:
+            peer_user = await ctx.stores.personal.get_user(peer)
+            policy.may_open_direct(peer_exists=peer_user is not None)
+            create = _new_direct(ctx, req.conv, caller, peer)
+        else:
+            member = await cross.get_member(req.conv, caller)
+        if peer != caller:
+            row = await ctx.stores.personal.get_contact(peer, caller)
+            blocked = row is not None and row.state == "blocked"
+    policy.may_send(conversation=conversation, member=member, blocked_by_peer=blocked)
+    if conversation is not None and member is not None:
+        policy.may_mention(conversation, member, mention_all=req.content.mention_all)
+    elif req.content.mention_all:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "@all is only for groups")
+    body = content_body(req.content)
+    appended = await cross.append(
+        NewEntry(
+            conv_id=req.conv,
+            kind="message",
+            sender=caller,
+            ts=ctx.clock.now_ms(),
+            body=body,
+            cmid=req.cmid,
+            idempotency=IdempotencyKey(
+                sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
+            ),
+            create=create,
+            require_member=None if create is not None else caller,
+        )
+    )
+    entry = appended.entry
+    if not appended.duplicate:
+        members = await ctx.members.member_ids(req.conv)
+        recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
+        ctx.publish(recipients, message_event(entry))
+        ctx.pushes.offer(entry, recipients)
+    return replies.Sent(
+        conv=entry.conv_id,
+        seq=entry.seq,
+        msg_id=entry.stream,
+        ts=entry.ts,
+        stream=entry.stream,
+        duplicate=appended.duplicate,
+    )
+
+
+def _new_direct(ctx: Context, conv_id: str, caller: int, peer: int) -> NewConversation:
+    kind = "self" if caller == peer else "direct"
+    members = ((caller, "member"),) if caller == peer else ((caller, "member"), (peer, "member"))
+    return NewConversation(
+        conv_id=conv_id,
+        kind=kind,
+        title="",
+        owner_id=None,
+        member_limit=len(members),
+        members=members,
+    )
+
+
+async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.Recalled:
+    """M4: the sender within 24 hours, a group's owner/admins any time. The content is
+    erased from storage; the seq stays as a tombstone; every member's devices are told."""
+    caller = _user(conn)
+    cross = ctx.stores.cross
+    member = await cross.get_member(req.conv, caller)
+    conversation = await cross.get_conversation(req.conv)
+    if conversation is None:
+        raise policy.not_found()
+    entry = await cross.get_entry(req.conv, req.seq)
+    if member is not None and entry is not None and not _visible(member, entry.seq):
+        entry = None
+    policy.may_recall(caller=caller, member=member, entry=entry, now=ctx.clock.now_ms())
+    result = await cross.recall(conv_id=req.conv, seq=req.seq, by=caller, now=ctx.clock.now_ms())
+    if not result.duplicate:
+        members = await ctx.members.member_ids(req.conv)
+        recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
+        ctx.publish(recipients, entry_event(result.entry))
+    return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
+
+
+def _visible(member: Member, seq: int) -> bool:
+    return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
+
+
+async def history(ctx: Context, conn: Connection, req: rq.MsgHistory) -> replies.History:
+    caller = _user(conn)
+    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    entries = await ctx.stores.cross.history(
+        req.conv,
+        visible_from=member.visible_from,
+        visible_to=member.left_seq,
+        before_seq=req.before_seq,
+        limit=req.limit + 1,
+    )
+    more = len(entries) > req.limit
+    if more:
+        entries = entries[1:]
+    return replies.History(conv=req.conv, messages=[message_event(e) for e in entries], more=more)
+
+
+async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone:
+    """Move the caller's read position; their devices get the new unread count, a single
+    chat's peer gets a read receipt, a group's senders get coalesced read counts."""
+    caller = _user(conn)
+    cross = ctx.stores.cross
+    member = policy.may_write(await cross.get_member(req.conv, caller))
+    conversation = await cross.get_conversation(req.conv)
+    if conversation is None:
+        raise policy.not_found()
+    moved = await cross.mark_read(
+        conv_id=req.conv, user_id=caller, seq=req.seq, now=ctx.clock.now_ms()
+    )
+    if moved.entry is not None:
+        members = await ctx.members.member_ids(req.conv)
+        recipients = policy.entry_recipients(conversation, moved.entry, members, departed=())
+        ctx.publish(recipients, entry_event(moved.entry, unread=moved.unread))
+        if conversation.kind == "group":
+            ctx.receipts.mark(req.conv, first_seq=member.read_seq + 1, last_seq=moved.read_seq)
+    return replies.ReadDone(conv=req.conv, seq=moved.read_seq, unread=moved.unread)
+
+
+async def receipt_counts(
+    ctx: Context, conn: Connection, req: rq.ReceiptCounts
+) -> replies.ReceiptCounts:
+    caller = _user(conn)
+    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    seqs = [s for s in req.seqs if _visible(member, s)]
+    counts = await ctx.stores.cross.read_counts(req.conv, seqs)
+    return replies.ReceiptCounts(
+        conv=req.conv,
+        counts=[replies.ReceiptCount(seq=c.seq, read=c.read, unread=c.unread) for c in counts],
+    )
+
+
+async def receipt_members(
+    ctx: Context, conn: Connection, req: rq.ReceiptMembers
+) -> replies.ReceiptMembers:
+    caller = _user(conn)
+    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    if not _visible(member, req.seq):
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
+    users = await ctx.stores.cross.readers(
+        req.conv, req.seq, read=req.read, after_user=req.after_user, limit=req.limit
+    )
+    next_after = users[-1] if len(users) == req.limit else None
+    return replies.ReceiptMembers(conv=req.conv, seq=req.seq, users=users, next_after=next_after)
+
+
+async def open_direct(ctx: Context, conn: Connection, req: rq.DirectOpen) -> replies.Conversation:
+    """The single chat with ``peer`` (one deterministic id), created on its first message."""
+    caller = _user(conn)
+    conv_id = direct_conversation_id(caller, req.peer)
+    conversation = await ctx.stores.cross.get_conversation(conv_id)
+    if conversation is None:
+        peer = await ctx.stores.personal.get_user(req.peer)
+        policy.may_open_direct(peer_exists=peer is not None)
+        new = _new_direct(ctx, conv_id, caller, req.peer)
+        conversation = Conversation(
+            conv_id=conv_id,
+            kind=new.kind,
+            title="",
+            owner_id=None,
+            created_at=ctx.clock.now_ms(),
+            member_limit=new.member_limit,
+            member_count=len(new.members),
+        )
+    return replies.Conversation(conv=conversation_info(conversation))
+
+
+def _user(conn: Connection) -> int:
+    assert conn.user_id is not None
+    return conn.user_id

@@ -1,0 +1,80 @@
+"""Presence and typing: ephemeral, never stored.
+
+Presence goes to a user's accepted contacts and single-chat peers. Group members see each
+other's presence and typing only when their client subscribes to the members it is
+showing (``presence.subscribe``): a user in many large groups does not cause a fan-out to
+every member of every group. Subscriptions are held by this process's hub.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol import replies
+from protocol import requests as rq
+from protocol.events import PresenceEvent, TypingEvent
+from protocol.ids import conversation_kind
+from server import policy
+from server.connection import Connection
+from server.context import Context
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+async def audience(ctx: Context, user_id: int) -> set[int]:
+    contacts = [
+        row.peer
+        for row in await ctx.stores.personal.list_contacts(user_id)
+        if row.state == "accepted"
+    ]
+    peers = []
+    for member in await ctx.stores.cross.memberships(user_id):
+        if conversation_kind(member.conv_id) == "direct":
+            low, high = (int(p) for p in member.conv_id.split(":")[1:])
+            peers.append(high if low == user_id else low)
+    return policy.presence_audience(contacts=contacts, direct_peers=peers)
+
+
+async def announce(ctx: Context, user_id: int, *, online: bool) -> None:
+    """Tell the audience and the local watchers that ``user_id`` came online or went away."""
+    event = PresenceEvent(user=user_id, online=online)
+    ctx.publish(await audience(ctx, user_id), event)
+    frame = _encoder.encode(event)
+    for watcher in ctx.hub.watchers_of(user_id):
+        watcher.send_nowait(frame)
+
+
+async def subscribe(ctx: Context, conn: Connection, req: rq.PresenceSubscribe) -> replies.Done:
+    """Replace the set of users this connection is shown; it gets their state at once.
+    Only members of a group the caller is in can be watched, so presence never leaks to
+    strangers."""
+    user = conn.user_id
+    assert user is not None
+    if conversation_kind(req.conv) != "group":
+        raise policy.not_found()
+    policy.may_write(await ctx.stores.cross.get_member(req.conv, user))
+    members = set(await ctx.members.member_ids(req.conv))
+    users = frozenset(u for u in req.users if u in members)
+    ctx.hub.watch(conn, users)
+    for user_id in sorted(users):
+        event = PresenceEvent(user=user_id, online=ctx.hub.is_online(user_id))
+        conn.send_nowait(_encoder.encode(event))
+    return replies.Done()
+
+
+async def typing(ctx: Context, conn: Connection, req: rq.Typing) -> replies.Done:
+    user = conn.user_id
+    assert user is not None
+    if conversation_kind(req.conv) == "group":
+        policy.may_write(await ctx.stores.cross.get_member(req.conv, user))
+        members = set(await ctx.members.member_ids(req.conv))
+        frame = _encoder.encode(TypingEvent(conv=req.conv, user=user))
+        for watcher in ctx.hub.watchers_of(user):
+            # Only members of this group who are showing the typist see it.
+            if watcher.user_id != user and watcher.user_id in members:
+                watcher.send_nowait(frame)
+    else:
+        peer = policy.direct_peer(user, req.conv)
+        if peer != user:
+            ctx.publish([peer], TypingEvent(conv=req.conv, user=user))
+    return replies.Done()
