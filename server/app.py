@@ -22,7 +22,7 @@ from protocol import limits
 from server.bus import MemoryBus
 from server.clock import Clock, SystemClock
 from server.config import Config
-from server.context import Context, publish_event
+from server.context import Context, bus_publisher, publish_event
 from server.credentials import Credentials
 from server.gateway import Gateway
 from server.hub import Hub
@@ -30,6 +30,7 @@ from server.maintenance import prune_idempotency_keys
 from server.membership import MemberCache
 from server.notify.interface import Notifier
 from server.notify.outbox import OutboxNotifier
+from server.ordering import SeqOrderedPublisher
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
@@ -84,7 +85,7 @@ async def serve(
     clock = clock or SystemClock()
     if config.store == "sqlite" or notifier is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    notifier = notifier or OutboxNotifier(config.data_dir)
+    notifier = notifier or OutboxNotifier(config.data_dir, clock=clock)
     credentials = Credentials.open(config, clock)
     async with open_stores(config) as stores:
         bus = MemoryBus()
@@ -103,12 +104,14 @@ async def serve(
                 stores.cross, partial(publish_event, bus), interval=config.receipt_flush_seconds
             ),
             pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
+            ordered=SeqOrderedPublisher(bus_publisher(bus)),
         )
         router = Router(ctx)
         gateway = Gateway(ctx, router)
         async with trio.open_nursery() as background:
             await background.start(ctx.receipts.run)
             await background.start(ctx.pushes.run)
+            await background.start(ctx.ordered.run)
             await background.start(prune_idempotency_keys, stores, clock)
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:

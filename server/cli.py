@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from server.app import RunningServer, open_stores, serve
@@ -24,7 +25,7 @@ from server.clock import SystemClock
 from server.config import Config, load_config
 from server.credentials import Credentials
 from server.logs import setup_logging
-from server.notify.outbox import read_outbox
+from server.notify.outbox import outbox_path, read_outbox
 
 log = logging.getLogger("rivet")
 
@@ -113,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "users":
         return trio.run(_cmd_users, args)
     if args.command == "outbox":
-        for line in read_outbox(
-            args.data_dir / "outbox.jsonl", kind=args.kind, phone=args.phone, last=args.last
+        for record in read_outbox(
+            outbox_path(args.data_dir), kind=args.kind, phone=args.phone, last=args.last
         ):
-            print(json.dumps(line, ensure_ascii=False))
+            print(json.dumps(msgspec.to_builtins(record), ensure_ascii=False))
         return 0
     return 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -14,9 +14,11 @@ from server.credentials import Credentials
 from server.hub import Hub
 from server.membership import MemberCache
 from server.notify.interface import Notifier
+from server.ordering import SeqOrderedPublisher
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
+from storage.records import Entry
 from storage.stores import Stores
 
 _encoder = msgspec.msgpack.Encoder()
@@ -40,6 +42,21 @@ class Context:
     send_limiter: KeyedLimiter
     receipts: ReceiptCoalescer
     pushes: PushQueue
+    ordered: SeqOrderedPublisher
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)
+
+    def publish_entry(self, entry: Entry, users: Iterable[int], event: msgspec.Struct) -> None:
+        """Publish a conversation entry's event; sequenced entries go out in seq order."""
+        if entry.kind in ("message", "system"):
+            self.ordered.publish(entry.conv_id, entry.seq, users, _encoder.encode(event))
+        else:
+            publish_event(self.bus, users, event)
+
+
+def bus_publisher(bus: Bus) -> Callable[[Iterable[int], bytes], None]:
+    def publish(users: Iterable[int], frame: bytes) -> None:
+        bus.publish(users, Deliver(frame))
+
+    return publish

@@ -63,7 +63,7 @@ async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies
         )
     )
     if not appended.duplicate:
-        ctx.publish([m for m, _ in members], message_event(appended.entry))
+        ctx.publish_entry(appended.entry, [m for m, _ in members], message_event(appended.entry))
     return replies.GroupCreated(
         conv=conversation_info(appended.conversation),
         seq=appended.entry.seq,
@@ -265,7 +265,7 @@ async def _append(
     recipients = policy.entry_recipients(
         appended.conversation, appended.entry, members, departed=departed
     )
-    ctx.publish(recipients, message_event(appended.entry))
+    ctx.publish_entry(appended.entry, recipients, message_event(appended.entry))
     return replies.Changed(conv=conv_id, seq=appended.entry.seq, stream=appended.entry.stream)
 
 

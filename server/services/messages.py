@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
@@ -47,27 +49,29 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
     elif req.content.mention_all:
         raise ProtocolError(ErrorCode.FORBIDDEN, "@all is only for groups")
     body = content_body(req.content)
-    appended = await cross.append(
-        NewEntry(
-            conv_id=req.conv,
-            kind="message",
-            sender=caller,
-            ts=ctx.clock.now_ms(),
-            body=body,
-            cmid=req.cmid,
-            idempotency=IdempotencyKey(
-                sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
-            ),
-            create=create,
-            require_member=None if create is not None else caller,
-        )
+    new_entry = NewEntry(
+        conv_id=req.conv,
+        kind="message",
+        sender=caller,
+        ts=ctx.clock.now_ms(),
+        body=body,
+        cmid=req.cmid,
+        idempotency=IdempotencyKey(
+            sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
+        ),
+        create=create,
+        require_member=None if create is not None else caller,
     )
-    entry = appended.entry
-    if not appended.duplicate:
-        members = await ctx.members.member_ids(req.conv)
-        recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
-        ctx.publish(recipients, message_event(entry))
-        ctx.pushes.offer(entry, recipients)
+    with trio.CancelScope(shield=True):
+        # Once the write may commit, see it through to publication: a cancelled request
+        # must not leave a stored message that nobody online was told about.
+        appended = await cross.append(new_entry)
+        entry = appended.entry
+        if not appended.duplicate:
+            members = await ctx.members.member_ids(req.conv)
+            recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
+            ctx.publish_entry(entry, recipients, message_event(entry))
+            ctx.pushes.offer(entry, recipients)
     return replies.Sent(
         conv=entry.conv_id,
         seq=entry.seq,
@@ -108,7 +112,7 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     if not result.duplicate:
         members = await ctx.members.member_ids(req.conv)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
-        ctx.publish(recipients, entry_event(result.entry))
+        ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
 
 
@@ -147,7 +151,7 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
     if moved.entry is not None:
         members = await ctx.members.member_ids(req.conv)
         recipients = policy.entry_recipients(conversation, moved.entry, members, departed=())
-        ctx.publish(recipients, entry_event(moved.entry, unread=moved.unread))
+        ctx.publish_entry(moved.entry, recipients, entry_event(moved.entry, unread=moved.unread))
         if conversation.kind == "group":
             ctx.receipts.mark(req.conv, first_seq=member.read_seq + 1, last_seq=moved.read_seq)
     return replies.ReadDone(conv=req.conv, seq=moved.read_seq, unread=moved.unread)
