@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from client.transport import open_websocket
 from protocol import codec
 from protocol.events import AnyEvent
 from protocol.replies import RESULT_TYPES, Error
@@ -83,7 +84,7 @@ class RivetConnection:
     @classmethod
     @asynccontextmanager
     async def open(cls, url: str, *, max_events: int = 100_000) -> AsyncIterator[RivetConnection]:
-        async with open_websocket_url(url, max_message_size=16 * 1024 * 1024) as ws:
+        async with open_websocket(url) as ws:
             conn = cls(ws, max_events=max_events)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn._read)

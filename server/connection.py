@@ -61,20 +61,25 @@ class Connection:
 
     def send_nowait(self, frame: bytes) -> None:
         """Queue a frame without blocking; a full queue closes the connection (4050)."""
-        if self.close_request is not None:
-            return
         try:
             self._send.send_nowait(frame)
         except trio.WouldBlock:
-            self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full")
+            self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Ask the gateway to close this connection with ``code``; idempotent."""
+    def close_soon(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Ask the gateway to close this connection with ``code``; idempotent.
+
+        With ``flush`` the connection stops reading, and what is queued (such as the error
+        reply that explains the close) goes out before the close frame. Without it (a slow
+        consumer, whose queue is the problem) the connection is torn down at once.
+        """
         if self.close_request is None:
             self.close_request = CloseRequest(code, reason)
-        if self._scope is not None:
+        if flush:
+            self.wake_reader()
+        elif self._scope is not None:
             self._scope.cancel()
 
     def wake_reader(self) -> None:
@@ -85,8 +90,6 @@ class Connection:
     def bind_scope(self, scope: trio.CancelScope) -> None:
         """The scope that ``close_soon`` cancels: the connection's reader and writer."""
         self._scope = scope
-        if self.close_request is not None:
-            scope.cancel()
 
     async def run_writer(self) -> None:
         """Drain the send queue into the socket until the queue is closed."""

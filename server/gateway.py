@@ -66,23 +66,26 @@ class Gateway:
             conn.bind_scope(nursery.cancel_scope)
             nursery.start_soon(conn.run_writer)
             nursery.start_soon(self._heartbeat, conn)
-            with trio.move_on_after(self.ctx.config.handshake_deadline) as deadline:
-                while not conn.authenticated:
-                    if not await self._read_one(conn):
-                        nursery.cancel_scope.cancel()
-                        return
-            if deadline.cancelled_caught and not conn.authenticated:
-                conn.close_soon(CloseCode.HANDSHAKE_TIMEOUT, "authenticate in time")
-                return
-            if self.ctx.hub.attach(conn):
-                await presence.announce(self.ctx, conn.user_id or 0, online=True)
-            while await self._read_one(conn):
-                pass
-            # Reading stopped (drain or peer closed): let queued replies go out first.
+            if await self._handshake(conn):
+                if self.ctx.hub.attach(conn):
+                    await presence.announce(self.ctx, conn.user_id or 0, online=True)
+                while await self._read_one(conn):
+                    pass
+            # Reading stopped (closing, drain, or the peer left): queued replies go out first.
             conn.finish_sending()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await conn.writer_done.wait()
             nursery.cancel_scope.cancel()
+
+    async def _handshake(self, conn: Connection) -> bool:
+        """Read frames until the connection authenticates, within the deadline."""
+        with trio.move_on_after(self.ctx.config.handshake_deadline):
+            while not conn.authenticated:
+                if not await self._read_one(conn):
+                    return False
+            return True
+        conn.close_soon(CloseCode.HANDSHAKE_TIMEOUT, "authenticate in time")
+        return False
 
     async def _read_one(self, conn: Connection) -> bool:
         """Read and handle one frame. False when the connection should stop reading."""

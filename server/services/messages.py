@@ -122,7 +122,13 @@ def _visible(member: Member, seq: int) -> bool:
 
 async def history(ctx: Context, conn: Connection, req: rq.MsgHistory) -> replies.History:
     caller = _user(conn)
-    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    found = await ctx.stores.cross.get_member(req.conv, caller)
+    if found is None and conversation_kind(req.conv) != "group":
+        # A single chat exists implicitly for its two participants; before its first
+        # message its history is empty. Anyone else: not found.
+        policy.direct_peer(caller, req.conv)
+        return replies.History(conv=req.conv, messages=[], more=False)
+    member = policy.may_read(found)
     entries = await ctx.stores.cross.history(
         req.conv,
         visible_from=member.visible_from,
