@@ -145,8 +145,9 @@ class RivetConnection:
                     continue
                 await self._events_in.send(frame)
         except ConnectionClosed as closed:
-            self.close_code = closed.reason.code
-            self.close_reason = closed.reason.reason
+            if closed.reason is not None:
+                self.close_code = closed.reason.code
+                self.close_reason = closed.reason.reason
         finally:
             self.closed.set()
             lost = ConnectionLost(self.close_code, self.close_reason)

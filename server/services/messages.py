@@ -18,7 +18,15 @@ from server.services.render import (
     fingerprint,
     message_event,
 )
-from storage.records import Conversation, IdempotencyKey, Member, NewConversation, NewEntry
+from storage.records import (
+    Conversation,
+    ConversationKindName,
+    IdempotencyKey,
+    Member,
+    NewConversation,
+    NewEntry,
+    RoleName,
+)
 
 
 async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
@@ -83,8 +91,10 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
 
 
 def _new_direct(ctx: Context, conv_id: str, caller: int, peer: int) -> NewConversation:
-    kind = "self" if caller == peer else "direct"
-    members = ((caller, "member"),) if caller == peer else ((caller, "member"), (peer, "member"))
+    kind: ConversationKindName = "self" if caller == peer else "direct"
+    members: tuple[tuple[int, RoleName], ...] = (
+        ((caller, "member"),) if caller == peer else ((caller, "member"), (peer, "member"))
+    )
     return NewConversation(
         conv_id=conv_id,
         kind=kind,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -52,12 +53,18 @@ def create_users(data_dir: Path, count: int, *, prefix: str = "+1888") -> list[C
     return states
 
 
+def _read_port(port_file: Path) -> int | None:
+    text = port_file.read_text() if port_file.exists() else ""
+    return int(text) if text else None
+
+
 async def _wait_for_port(port_file: Path, process: trio.Process) -> int:
     for _ in range(400):  # 20 s
         if process.returncode is not None:
             raise RuntimeError(f"rivet serve exited with {process.returncode}")
-        if port_file.exists() and port_file.read_text():
-            return int(port_file.read_text())
+        port = _read_port(port_file)
+        if port is not None:
+            return port
         await trio.sleep(0.05)
     raise TimeoutError("rivet serve did not start listening within 20 s")
 
@@ -84,9 +91,7 @@ async def rivet_server(data_dir: Path, *extra: str) -> AsyncIterator[tuple[trio.
     ]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
-            lambda task_status: trio.run_process(
-                cmd, check=False, stdout=subprocess.DEVNULL, task_status=task_status
-            )
+            partial(trio.run_process, cmd, check=False, stdout=subprocess.DEVNULL)
         )
         try:
             port = await _wait_for_port(port_file, process)

@@ -69,15 +69,14 @@ async def test_a3_sigkill_mid_stream_loses_no_acknowledged_message(tmp_path: Pat
         convs = [direct, created.conv.conv]
 
     for round_ in range(3):
-        async with rivet_server(data) as (process, url):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stream, url, alice, convs, acked, next_index)
-                target = len(acked) + rng.randint(50, 150)
-                for _ in range(600):
-                    if len(acked) >= target:
-                        break
-                    await trio.sleep(0.01)
-                process.kill()  # SIGKILL, mid-stream
+        async with rivet_server(data) as (process, url), trio.open_nursery() as nursery:
+            nursery.start_soon(_stream, url, alice, convs, acked, next_index)
+            target = len(acked) + rng.randint(50, 150)
+            for _ in range(600):
+                if len(acked) >= target:
+                    break
+                await trio.sleep(0.01)
+            process.kill()  # SIGKILL, mid-stream
         assert process.returncode is not None
         next_index += 100_000
         assert len(acked) > 0, f"round {round_}: nothing was acknowledged"

@@ -30,29 +30,27 @@ async def test_sigterm_closes_connections_with_1001_and_exits_0(tmp_path: Path) 
             await process.wait()
         assert process.returncode == 0
     # The acknowledged message is there after a restart.
-    async with rivet_server(data) as (_, url):
-        async with RivetClient.connect(url, alice) as a:
-            history = await a.request(rq.MsgHistory(rid=0, conv=ack.conv))
-            assert [(m.seq, m.content.text if m.content else None) for m in history.messages] == [
-                (ack.seq, "before shutdown")
-            ]
+    async with rivet_server(data) as (_, url), RivetClient.connect(url, alice) as a:
+        history = await a.request(rq.MsgHistory(rid=0, conv=ack.conv))
+        assert [(m.seq, m.content.text if m.content else None) for m in history.messages] == [
+            (ack.seq, "before shutdown")
+        ]
 
 
 async def test_requests_after_the_close_fail_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (alice,) = create_users(data, 1)
-    async with rivet_server(data) as (process, url):
-        async with RivetClient.connect(url, alice) as a:
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(10):
-                await a.conn.closed.wait()
-            try:
-                await a.send(f"s:{alice.user_id}", "too late")
-            except ConnectionLost as lost:
-                assert lost.retryable
-            else:
-                raise AssertionError("a send on a closed connection must fail")
-            assert [r.content.text for r in alice.unacked.values()] == ["too late"]  # kept
+    async with rivet_server(data) as (process, url), RivetClient.connect(url, alice) as a:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await a.conn.closed.wait()
+        try:
+            await a.send(f"s:{alice.user_id}", "too late")
+        except ConnectionLost as lost:
+            assert lost.retryable
+        else:
+            raise AssertionError("a send on a closed connection must fail")
+        assert [r.content.text for r in alice.unacked.values()] == ["too late"]  # kept
 
 
 def test_cli_users_create_prints_a_working_token(tmp_path: Path) -> None:
@@ -91,12 +89,9 @@ async def test_login_code_goes_to_the_outbox_and_rivet_outbox_shows_it(tmp_path:
     data = tmp_path / "data"
     async with rivet_server(data) as (_, url):
         await RivetClient.request_code(url, phone="+15550001234")
-        shown = subprocess.run(
+        shown = await trio.run_process(
             [*RIVET, "outbox", "--data-dir", str(data), "--kind", "login_code", "--last", "1"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            capture_stdout=True,
         )
         record = json.loads(shown.stdout)
         assert record["phone"] == "+15550001234"
