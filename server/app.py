@@ -75,6 +75,35 @@ async def open_stores(config: Config) -> AsyncIterator[Stores]:
             yield stores
 
 
+def build_context(
+    config: Config,
+    stores: Stores,
+    *,
+    clock: Clock,
+    notifier: Notifier,
+    credentials: Credentials,
+) -> Context:
+    """Everything the router hands the services, wired for one process (in-process bus)."""
+    bus = MemoryBus()
+    hub = Hub(bus)
+    return Context(
+        config=config,
+        clock=clock,
+        stores=stores,
+        bus=bus,
+        hub=hub,
+        notifier=notifier,
+        credentials=credentials,
+        members=MemberCache(stores.cross),
+        send_limiter=KeyedLimiter(config.send_rate_per_second, config.send_burst),
+        receipts=ReceiptCoalescer(
+            stores.cross, partial(publish_event, bus), interval=config.receipt_flush_seconds
+        ),
+        pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
+        ordered=SeqOrderedPublisher(bus_publisher(bus)),
+    )
+
+
 async def serve(
     config: Config,
     *,
@@ -88,31 +117,14 @@ async def serve(
     notifier = notifier or OutboxNotifier(config.data_dir, clock=clock)
     credentials = Credentials.open(config, clock)
     async with open_stores(config) as stores:
-        bus = MemoryBus()
-        hub = Hub(bus)
-        ctx = Context(
-            config=config,
-            clock=clock,
-            stores=stores,
-            bus=bus,
-            hub=hub,
-            notifier=notifier,
-            credentials=credentials,
-            members=MemberCache(stores.cross),
-            send_limiter=KeyedLimiter(config.send_rate_per_second, config.send_burst),
-            receipts=ReceiptCoalescer(
-                stores.cross, partial(publish_event, bus), interval=config.receipt_flush_seconds
-            ),
-            pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
-            ordered=SeqOrderedPublisher(bus_publisher(bus)),
-        )
+        ctx = build_context(config, stores, clock=clock, notifier=notifier, credentials=credentials)
         router = Router(ctx)
         gateway = Gateway(ctx, router)
         async with trio.open_nursery() as background:
             await background.start(ctx.receipts.run)
             await background.start(ctx.pushes.run)
             await background.start(ctx.ordered.run)
-            await background.start(prune_idempotency_keys, stores, clock)
+            await background.start(prune_idempotency_keys, ctx.stores, clock)
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:
                     ws_server = await listening.start(
