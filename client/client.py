@@ -25,9 +25,9 @@ from client.connection import RivetConnection, RivetError
 from client.state import ClientState
 from protocol import replies
 from protocol import requests as rq
+from protocol.catalog import AnyEvent
 from protocol.errors import ErrorCode
 from protocol.events import (
-    AnyEvent,
     ContactEvent,
     MessageEvent,
     ReadEvent,

@@ -14,8 +14,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from client.transport import open_websocket
 from protocol import codec
-from protocol.events import AnyEvent
-from protocol.replies import RESULT_TYPES, Error
+from protocol.catalog import RESULT_TYPES, AnyEvent
+from protocol.replies import Error
 from protocol.requests import Request
 
 R = TypeVar("R")

@@ -20,10 +20,10 @@ from typing import Any, NoReturn, TypeVar
 import msgspec
 
 from protocol import limits
+from protocol.catalog import AnyEvent, AnyRequest
 from protocol.errors import ERROR_INFO, ErrorCode, ProtocolError
-from protocol.events import AnyEvent
 from protocol.replies import Error, Ok
-from protocol.requests import AnyRequest, Request
+from protocol.requests import Request
 
 
 def _reject_ext(code: int, data: memoryview) -> NoReturn:

@@ -128,7 +128,8 @@ class TypingEvent(Event, tag="ev.typing", frozen=True):
 #: Durable events, as pushed live and as returned by ``sync``.
 SyncEvent = MessageEvent | RecallEvent | ReadEvent | ContactEvent | SettingsEvent
 
-AnyEvent = (
+#: The core events; ``protocol.catalog.AnyEvent`` adds the feature modules' events.
+CoreEvent = (
     MessageEvent
     | RecallEvent
     | ReadEvent
@@ -140,8 +141,8 @@ AnyEvent = (
 )
 
 __all__ = [
-    "AnyEvent",
     "ContactEvent",
+    "CoreEvent",
     "MessageEvent",
     "PresenceEvent",
     "ReadEvent",

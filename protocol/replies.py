@@ -247,8 +247,8 @@ class GroupCreated(Result, frozen=True):
     duplicate: bool
 
 
-#: The shape of ``ok.result`` for every op.
-RESULT_TYPES: dict[type[rq.Request], type[Result]] = {
+#: The shape of ``ok.result`` for every core op (``protocol.catalog`` has them all).
+CORE_RESULT_TYPES: dict[type[rq.Request], type[Result]] = {
     rq.Hello: HelloResult,
     rq.Auth: Session,
     rq.LoginRequestCode: CodeSent,

@@ -314,7 +314,8 @@ class ConvMute(Request, tag="conv.mute", frozen=True):
     muted: bool
 
 
-AnyRequest = (
+#: The core ops; ``protocol.catalog.AnyRequest`` adds the feature modules' ops.
+CoreRequest = (
     Hello
     | Auth
     | LoginRequestCode

@@ -18,6 +18,7 @@ import trio
 
 from protocol import codec
 from protocol import requests as rq
+from protocol.catalog import PRE_AUTH_OPS
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from server.connection import Connection
 from server.context import Context
@@ -136,7 +137,7 @@ class Router:
             )
             conn.close_soon(CloseCode.PROTOCOL_VIOLATION, "the first frame must be hello")
             return False
-        if not conn.authenticated and type(request) not in rq.PRE_AUTH_OPS:
+        if not conn.authenticated and type(request) not in PRE_AUTH_OPS:
             self._reply_error(conn, ProtocolError(ErrorCode.NOT_AUTHENTICATED), request.rid)
             conn.close_soon(CloseCode.PROTOCOL_VIOLATION, "authenticate first")
             return False

@@ -2,7 +2,7 @@
 logout_all (A2), devices, profile, users.
 
 Before ``hello`` nothing is accepted; before authentication only the ops in
-``protocol.requests.PRE_AUTH_OPS``. The connection's identity is set here and nowhere else.
+``protocol.catalog.PRE_AUTH_OPS``. The connection's identity is set here and nowhere else.
 """
 
 from __future__ import annotations

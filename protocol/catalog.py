@@ -1,0 +1,24 @@
+"""The whole protocol in one place: every request with its result type, every event.
+
+The core ops live in ``requests.py``/``replies.py``/``events.py``; each feature keeps its
+own module (one concept a file) and is added to the unions here. The codec, the router's
+dispatch table, the client SDK and the docs test all read this catalog, so an op cannot be
+decodable without also being documented and routed.
+"""
+
+from __future__ import annotations
+
+from protocol import events, replies
+from protocol import requests as rq
+
+AnyRequest = rq.CoreRequest
+
+AnyEvent = events.CoreEvent
+
+#: The shape of ``ok.result`` for every op.
+RESULT_TYPES: dict[type[rq.Request], type[replies.Result]] = {
+    **replies.CORE_RESULT_TYPES,
+}
+
+#: Ops a connection may send before it is authenticated.
+PRE_AUTH_OPS: frozenset[type[rq.Request]] = rq.PRE_AUTH_OPS
