@@ -1,0 +1,124 @@
+"""One SQLite database file: its connections, migrations, writer thread and reader pool."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from storage.sqlite.migrations import migrate
+from storage.sqlite.readers import ReaderPool, open_readers
+from storage.sqlite.writer import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, SqliteWriter, open_writer
+
+#: SQLite's ``PRAGMA synchronous`` levels.
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+#: Milliseconds a connection waits for a lock another process holds before SQLITE_BUSY.
+BUSY_TIMEOUT_SECONDS = 5.0
+#: Prepared statements each connection keeps (the sqlite3 module's statement cache).
+CACHED_STATEMENTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOptions:
+    #: FULL: in WAL mode, a committed transaction survives power loss on honest disks.
+    synchronous: str = "FULL"
+    #: Caps the file at this many pages (SQLITE_FULL past it): lets tests fill a database.
+    max_page_count: int | None = None
+    readers: int = 4
+    max_batch: int = DEFAULT_MAX_BATCH
+    queue_size: int = DEFAULT_QUEUE_SIZE
+
+    def __post_init__(self) -> None:
+        if self.synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        if self.readers < 1:
+            raise ValueError("readers must be at least 1")
+        if self.max_page_count is not None and self.max_page_count < 1:
+            raise ValueError("max_page_count must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """What a store is built on: named write transactions and named reads."""
+
+    path: Path
+    writer: SqliteWriter
+    readers: ReaderPool
+
+
+def connect(path: Path, options: DatabaseOptions, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable from the one
+    thread that owns it at a time."""
+    conn = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=CACHED_STATEMENTS,
+    )
+    try:
+        conn.execute(f"PRAGMA synchronous = {options.synchronous}")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare_writer(path: Path, domain: str, options: DatabaseOptions) -> sqlite3.Connection:
+    conn = connect(path, options)
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode})")
+        migrate(conn, domain, path=str(path))
+        if options.max_page_count is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(options.max_page_count)}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_readers(path: Path, options: DatabaseOptions) -> list[sqlite3.Connection]:
+    opened: list[sqlite3.Connection] = []
+    try:
+        for _ in range(options.readers):
+            opened.append(connect(path, options, read_only=True))
+    except BaseException:
+        for conn in opened:
+            conn.close()
+        raise
+    return opened
+
+
+@asynccontextmanager
+async def open_database(
+    path: Path, *, domain: str, options: DatabaseOptions
+) -> AsyncIterator[Database]:
+    """Open (creating and migrating it if needed) the ``domain`` database at ``path``.
+
+    On exit the readers close (after the reads running then), then the writer finishes every
+    queued write, its thread is joined and its connection, the last one, closes (which
+    checkpoints the WAL in the writer thread).
+    """
+    writer_conn = await trio.to_thread.run_sync(_prepare_writer, path, domain, options)
+    async with AsyncExitStack() as stack:
+        # The writer thread owns writer_conn from here on and closes it when it stops.
+        writer = await stack.enter_async_context(
+            open_writer(
+                writer_conn,
+                name=path.name,
+                max_batch=options.max_batch,
+                queue_size=options.queue_size,
+            )
+        )
+        reader_conns = await trio.to_thread.run_sync(_open_readers, path, options)
+        readers = await stack.enter_async_context(open_readers(reader_conns, name=path.name))
+        yield Database(path=path, writer=writer, readers=readers)

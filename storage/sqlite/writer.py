@@ -1,0 +1,362 @@
+"""The writer of one SQLite database: one thread, one connection, group commit.
+
+SQLite takes one writer at a time, and with ``synchronous=FULL`` every COMMIT waits for the
+disk. So every write to a database goes through one dedicated thread that owns the write
+connection (what aiosqlite does inside, but trio-native). The thread takes every job waiting,
+up to ``max_batch``, and runs them in one ``BEGIN IMMEDIATE`` transaction, each job inside its
+own SAVEPOINT, then COMMITs once: one disk flush pays for the whole batch. A job that raises
+rolls back only its savepoint and gets its exception; the others commit.
+
+Guarantees, for a caller of ``SqliteWriter.run``:
+
+* The awaiting task resumes only after the COMMIT that holds its job returned: acknowledged
+  means durable under the database's ``synchronous`` setting.
+* If the job raised, or COMMIT failed, or SQLite aborted the whole transaction (it does for
+  SQLITE_FULL and I/O errors), nothing of the job is stored and the caller gets an exception:
+  ``StorageFull`` when the disk or the database (``max_page_count``) is full.
+* Cancellation: a job whose caller is cancelled after it was queued still runs and may commit;
+  the caller cannot know which (that is why client writes carry idempotency keys). The writer
+  is not disturbed by it.
+* Backpressure (house habit 6): at most ``queue_size`` jobs are queued or running; further
+  callers wait in ``run`` until a batch is answered. Nobody is dropped.
+* Results go back to trio with one ``TrioToken.run_sync_soon`` call per batch, which wakes
+  every waiter of that batch, not one wake-up per row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from storage.errors import StorageFull, StoreClosed
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Jobs one transaction takes at most: bounds how long one COMMIT makes its first job wait.
+DEFAULT_MAX_BATCH = 256
+#: Jobs queued or running at most before callers wait (backpressure).
+DEFAULT_QUEUE_SIZE = 1024
+#: A transaction slower than this is logged with the names of its jobs.
+SLOW_TRANSACTION_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    """A snapshot of a writer's counters (trio's ``statistics()`` convention)."""
+
+    #: Jobs accepted and not yet answered (queued or running).
+    jobs_in_flight: int
+    #: Callers waiting for room in the queue (backpressure).
+    tasks_waiting: int
+    #: Batches answered, and transactions committed (a batch is one transaction unless
+    #: SQLite aborted one midway, see ``SqliteWriter``).
+    batches: int
+    commits: int
+    #: Jobs answered, and how many of them got an exception.
+    jobs: int
+    failed_jobs: int
+    #: Transactions that failed as a whole (BEGIN, COMMIT, or aborted by SQLite).
+    failed_transactions: int
+    largest_batch: int
+
+
+class _Job(Generic[T]):
+    """One named transaction body, and what came of it."""
+
+    __slots__ = ("committed", "done", "error", "fn", "name", "result")
+
+    def __init__(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.name = name
+        self.fn = fn
+        #: Meaningful only when ``error`` is None once ``done`` is set.
+        self.result: T
+        self.error: BaseException | None = None
+        self.committed = False
+        #: Set in the trio thread once the batch holding this job is answered.
+        self.done = trio.Event()
+
+
+@dataclass(slots=True)
+class _BatchReport:
+    commits: int = 0
+    failed_transactions: int = 0
+
+
+class SqliteWriter:
+    """Runs named write transactions on one connection in one dedicated thread.
+
+    Use ``open_writer``; the connection becomes the thread's, and is closed by it.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        name: str,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        if max_batch < 1 or queue_size < 1:
+            raise ValueError("max_batch and queue_size must be at least 1")
+        self._conn = conn
+        self._name = name
+        self._max_batch = max_batch
+        self._queue_size = queue_size
+        # The queue itself is unbounded: ``_room`` bounds it, so callers wait in trio
+        # instead of blocking the trio thread on a full ``queue.Queue``.
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._room = trio.Semaphore(queue_size)
+        self._closing = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"rivet-sqlite-writer[{name}]"
+        )
+        # Counters, changed only in the trio thread (in ``_answer``).
+        self._batches = 0
+        self._commits = 0
+        self._jobs = 0
+        self._failed_jobs = 0
+        self._failed_transactions = 0
+        self._largest_batch = 0
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The writer thread (tests check that it is gone after closing)."""
+        return self._thread
+
+    async def run(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` in a transaction named ``name``; return what it returned
+        once that transaction committed, or raise what it raised (nothing stored).
+
+        ``fn`` runs in the writer thread: it must only use the connection it is given and
+        must not begin, commit or roll back. ``StoreClosed`` once the writer is closing.
+        Cancelled after the job was queued, the job may still commit.
+        """
+        await self._room.acquire()
+        if self._closing:
+            self._room.release()
+            raise StoreClosed(f"the {self._name} database is closed")
+        job = _Job(name, fn)
+        self._queue.put(job)
+        await job.done.wait()
+        if job.error is not None:
+            error, job.error = job.error, None  # no cycle through the traceback
+            raise error
+        return job.result
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            jobs_in_flight=self._queue_size - self._room.value,
+            tasks_waiting=self._room.statistics().tasks_waiting,
+            batches=self._batches,
+            commits=self._commits,
+            jobs=self._jobs,
+            failed_jobs=self._failed_jobs,
+            failed_transactions=self._failed_transactions,
+            largest_batch=self._largest_batch,
+        )
+
+    def _start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread.start()
+
+    async def _close(self) -> None:
+        """Refuse new jobs, let the thread finish every queued one, and join it."""
+        if not self._closing:
+            self._closing = True
+            # FIFO: every job queued before this line runs before the thread sees the stop.
+            self._queue.put(None)
+        # Not abandoned on cancel: the thread is always joined (no orphan threads).
+        await trio.to_thread.run_sync(self._thread.join)
+
+    # --- in the writer thread ---------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch: list[_Job[Any]] = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                report = self._run_batch(batch)
+                self._hand_back(batch, report)
+        finally:
+            self._conn.close()
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> _BatchReport:
+        report = _BatchReport()
+        started = time.monotonic()
+        pending = batch
+        try:
+            while pending:
+                pending = self._run_transaction(pending, report)
+        except BaseException as exc:  # a bug here must not leave waiters hanging
+            logger.exception("writer of %s failed a batch", self._name)
+            for job in batch:
+                if not job.committed and job.error is None:
+                    job.error = _shared_error(exc, job.name)
+            self._roll_back()
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_TRANSACTION_SECONDS:
+            logger.warning(
+                "%s: a batch of %d jobs took %.2fs (%s)",
+                self._name,
+                len(batch),
+                elapsed,
+                ", ".join(sorted({job.name for job in batch})),
+            )
+        return report
+
+    def _run_transaction(self, jobs: list[_Job[Any]], report: _BatchReport) -> list[_Job[Any]]:
+        """Run ``jobs`` in one transaction. Returns the jobs not run yet because SQLite
+        aborted the transaction midway (they go into the next one)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            report.failed_transactions += 1
+            for job in jobs:
+                job.error = _shared_error(exc, job.name)
+            return []
+        succeeded: list[_Job[Any]] = []
+        for index, job in enumerate(jobs):
+            try:
+                conn.execute("SAVEPOINT job")
+                result = job.fn(conn)
+                conn.execute("RELEASE job")
+            except BaseException as exc:
+                job.error = _own_error(exc, job.name)
+                if conn.in_transaction and self._roll_back_savepoint():
+                    continue
+                # SQLite rolled back the whole transaction (it does for SQLITE_FULL and I/O
+                # errors): the jobs that had succeeded in it are lost with it.
+                report.failed_transactions += 1
+                self._roll_back()
+                for lost in succeeded:
+                    lost.error = _shared_error(exc, lost.name)
+                return jobs[index + 1 :]
+            job.result = result
+            succeeded.append(job)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # Every job of the transaction gets the error: none of them was stored.
+            report.failed_transactions += 1
+            self._roll_back()
+            for job in succeeded:
+                job.error = _shared_error(exc, job.name)
+            return []
+        for job in succeeded:
+            job.committed = True
+        report.commits += 1
+        return []
+
+    def _roll_back_savepoint(self) -> bool:
+        try:
+            self._conn.execute("ROLLBACK TO job")
+            self._conn.execute("RELEASE job")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _roll_back(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("%s: ROLLBACK failed", self._name)
+
+    def _hand_back(self, batch: list[_Job[Any]], report: _BatchReport) -> None:
+        assert self._token is not None
+        # If trio is gone, so is every waiter: nobody to answer.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._answer, batch, report)
+
+    # --- back in the trio thread --------------------------------------------------------------
+
+    def _answer(self, batch: list[_Job[Any]], report: _BatchReport) -> None:
+        """Wake every waiter of one batch and give back its room in the queue."""
+        self._batches += 1
+        self._commits += report.commits
+        self._failed_transactions += report.failed_transactions
+        self._jobs += len(batch)
+        self._largest_batch = max(self._largest_batch, len(batch))
+        for job in batch:
+            if job.error is not None:
+                self._failed_jobs += 1
+            job.done.set()
+            self._room.release()
+
+
+def _is_full(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # the extended code; its low byte is primary
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+def _full(exc: BaseException, name: str) -> StorageFull:
+    error = StorageFull(f"{name}: the database or disk is full; nothing was stored")
+    error.__cause__ = exc
+    return error
+
+
+def _own_error(exc: BaseException, name: str) -> BaseException:
+    """What the caller of a job that raised ``exc`` gets."""
+    return _full(exc, name) if _is_full(exc) else exc
+
+
+def _shared_error(exc: BaseException, name: str) -> BaseException:
+    """What each caller of a job lost with its whole transaction gets: its own exception
+    object (one instance raised in several tasks would collect all their tracebacks)."""
+    if _is_full(exc):
+        return _full(exc, name)
+    error = copy.copy(exc)
+    error.__cause__ = exc
+    return error
+
+
+@asynccontextmanager
+async def open_writer(
+    conn: sqlite3.Connection,
+    *,
+    name: str,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+) -> AsyncIterator[SqliteWriter]:
+    """Start the writer thread on ``conn``. On exit: refuse new jobs, run every queued one,
+    stop and join the thread, close the connection (even when cancelled)."""
+    try:
+        writer = SqliteWriter(conn, name=name, max_batch=max_batch, queue_size=queue_size)
+        writer._start()
+    except BaseException:
+        conn.close()  # no thread took it over
+        raise
+    try:
+        yield writer
+    finally:
+        with trio.CancelScope(shield=True):
+            await writer._close()
