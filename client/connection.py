@@ -84,14 +84,19 @@ class RivetConnection:
     @classmethod
     @asynccontextmanager
     async def open(cls, url: str, *, max_events: int = 100_000) -> AsyncIterator[RivetConnection]:
-        async with open_websocket(url) as ws:
-            conn = cls(ws, max_events=max_events)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn._read)
-                try:
-                    yield conn
-                finally:
-                    nursery.cancel_scope.cancel()
+        """Connect. Errors come out as themselves (a ``RivetError`` for a refusal), not
+        wrapped in the exception groups of the nurseries inside."""
+        try:
+            async with open_websocket(url) as ws:
+                conn = cls(ws, max_events=max_events)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn._read)
+                    try:
+                        yield conn
+                    finally:
+                        nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
 
     async def request(self, request: Request) -> Any:
         """Send ``request`` (its ``rid`` is replaced) and return the typed result."""
@@ -158,3 +163,18 @@ class RivetConnection:
 
     async def aclose(self, code: int = 1000) -> None:
         await self.ws.aclose(code)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real exception in a group of it and cancellations, or the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        elif not isinstance(error, trio.Cancelled):
+            leaves.append(error)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group

@@ -38,11 +38,13 @@ class PushQueue:
         self.pushed = 0
 
     def offer(self, entry: Entry, recipients: Iterable[int]) -> None:
-        offline = tuple(u for u in recipients if u != entry.sender and not self._hub.is_online(u))
-        if not offline:
+        # Every recipient but the sender: a user online on one device may have others
+        # offline, and each offline device gets its push (checked per device below).
+        users = tuple(u for u in recipients if u != entry.sender)
+        if not users:
             return
         try:
-            self._send.send_nowait((entry, offline))
+            self._send.send_nowait((entry, users))
         except trio.WouldBlock:
             self.dropped += 1
 

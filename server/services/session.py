@@ -11,7 +11,7 @@ from protocol import replies
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.version import PROTOCOL_VERSION
-from server.auth import AuthFailed, parse_refresh_token, raise_for_outcome
+from server.auth import AuthFailed, RefreshReused, parse_refresh_token, raise_for_outcome
 from server.bus import Disconnect
 from server.connection import Connection
 from server.context import Context
@@ -127,12 +127,17 @@ async def refresh(ctx: Context, conn: Connection, req: rq.TokenRefresh) -> repli
     stored = await personal.get_refresh_session(parsed.session_id)
     user = await personal.get_user(stored.user_id) if stored is not None else None
     now = ctx.clock.now_ms()
-    session = ctx.credentials.refresh.check(
-        parsed,
-        stored if user is not None else None,
-        now_ms=now,
-        current_generation=user.token_generation if user is not None else 0,
-    )
+    try:
+        session = ctx.credentials.refresh.check(
+            parsed,
+            stored if user is not None else None,
+            now_ms=now,
+            current_generation=user.token_generation if user is not None else 0,
+        )
+    except RefreshReused:
+        # A2: a rotated-away secret came back, so someone holds a copy: end the session.
+        await personal.delete_refresh_session(parsed.session_id)
+        raise
     assert user is not None
     device = await personal.get_device(session.device_id)
     if device is None or device.user_id != user.user_id:

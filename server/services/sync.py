@@ -23,7 +23,7 @@ _personal_decoder = msgspec.msgpack.Decoder(ContactEvent | SettingsEvent)
 
 def personal_event(pstream: int, body: bytes) -> ContactEvent | SettingsEvent:
     """A personal-stream entry as an event (the body was stored with ``pstream`` 0)."""
-    event = _personal_decoder.decode(body)
+    event: ContactEvent | SettingsEvent = _personal_decoder.decode(body)
     return msgspec.structs.replace(event, pstream=pstream)
 
 
@@ -33,7 +33,7 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
     cross, personal = ctx.stores.cross, ctx.stores.personal
     # Read the heads first: everything at or below them is committed and will be in the
     # pages below; anything later is pushed live (see the module docstring).
-    head = SyncToken(await cross.head(), await personal.head())
+    head = SyncToken(await cross.head(), await personal.personal_head())
     token = SyncToken.decode(req.token) if req.token is not None else None
     settings = await personal.get_settings(user)
     summaries: list[replies.ConversationSummary] = []
