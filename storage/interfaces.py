@@ -33,6 +33,7 @@ from storage.records import (
     LoginCodeOutcome,
     Member,
     NewEntry,
+    PendingEffect,
     PersonalChange,
     ReadCount,
     ReadMoved,
@@ -182,7 +183,15 @@ class CrossDomainStore(Protocol):
            ``conversation_change``; keep ``member_count`` right.
         6. For a ``message``, move the sender's read position to the new seq.
         7. Record the idempotency key with the entry.
+        8. Record one pending effect per name in ``entry.effects``, naming the new entry.
         """
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingEffect]:
+        """Effects not yet finished with ``effect_id > after``, oldest first, each with its
+        entry as it is now (a recalled entry has no body)."""
+
+    async def finish_effect(self, effect_id: int) -> None:
+        """Forget a carried-out effect (finishing one twice is harmless)."""
 
     async def recall(self, *, conv_id: str, seq: int, by: int, now: int) -> Recall:
         """Erase the content of message ``seq`` (its body becomes None, ``recalled`` True;

@@ -203,6 +203,9 @@ class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
     require_member: int | None = None
     member_changes: tuple[MemberChange, ...] = ()
     conversation_change: ConversationChange | None = None
+    #: Effects on other stores this entry causes (e.g. ``"org_copy"``): recorded in the same
+    #: transaction, carried out later by the server's outbox relay (never half-done).
+    effects: tuple[str, ...] = ()
 
 
 class Appended(msgspec.Struct, frozen=True, kw_only=True):
@@ -230,6 +233,14 @@ class ReadCount(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     read: int
     unread: int
+
+
+class PendingEffect(msgspec.Struct, frozen=True, kw_only=True):
+    """An effect recorded with an entry and not yet carried out."""
+
+    effect_id: int
+    kind: str
+    entry: Entry
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from storage.records import (
     ReadMoved,
     Recall,
     Summary,
+    PendingEffect,
 )
 
 
@@ -46,6 +47,9 @@ class MemoryCrossDomainStore:
         #: Idempotency key -> stream position of the entry it appended.
         self._idempotency: IdempotencyLog[int] = IdempotencyLog()
         self._group_numbers = 0
+        #: effect id -> (kind, stream position of its entry)
+        self._effects: dict[int, tuple[str, int]] = {}
+        self._effect_ids = 0
 
     # writes
 
@@ -111,7 +115,25 @@ class MemoryCrossDomainStore:
         for user_id in changed:
             self._conv_ids_of.setdefault(user_id, set()).add(entry.conv_id)
         self._idempotency.record(entry.idempotency, stored.stream, now=entry.ts)
+        for kind in entry.effects:
+            self._effect_ids += 1
+            self._effects[self._effect_ids] = (kind, stored.stream)
         return Appended(entry=stored, conversation=conversation)
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingEffect]:
+        out = []
+        for effect_id in sorted(self._effects):
+            if effect_id > after:
+                kind, stream = self._effects[effect_id]
+                out.append(
+                    PendingEffect(effect_id=effect_id, kind=kind, entry=self._stream[stream - 1])
+                )
+                if len(out) == limit:
+                    break
+        return out
+
+    async def finish_effect(self, effect_id: int) -> None:
+        self._effects.pop(effect_id, None)
 
     async def recall(self, *, conv_id: str, seq: int, by: int, now: int) -> Recall:
         message = self._entry_at(conv_id, seq)

@@ -27,6 +27,7 @@ from storage.records import (
     Entry,
     Member,
     NewEntry,
+    PendingEffect,
     ReadCount,
     ReadMoved,
     Recall,
@@ -167,7 +168,27 @@ class SqliteCrossDomainStore:
 
         return await self._writer.run("prune_cross_idempotency", prune_idempotency)
 
+    async def finish_effect(self, effect_id: int) -> None:
+        def finish_effect(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM effects WHERE effect_id = ?", (effect_id,))
+
+        await self._writer.run("finish_effect", finish_effect)
+
     # reads
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingEffect]:
+        def pending_effects(conn: sqlite3.Connection) -> list[PendingEffect]:
+            rows = conn.execute(
+                "SELECT effect_id, kind, stream FROM effects WHERE effect_id > ?"
+                " ORDER BY effect_id LIMIT ?",
+                (after, max(limit, 0)),
+            ).fetchall()
+            return [
+                PendingEffect(effect_id=e, kind=k, entry=fetch_entry_at_stream(conn, s))
+                for e, k, s in rows
+            ]
+
+        return await self._readers.run("pending_effects", pending_effects)
 
     async def get_conversation(self, conv_id: str) -> Conversation | None:
         return await self._readers.run(

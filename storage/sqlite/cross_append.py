@@ -107,6 +107,8 @@ def append_entry(conn: sqlite3.Connection, entry: NewEntry) -> Appended:
             " VALUES (?, ?, ?, ?, ?)",
             (key.sender, key.client_id, key.fingerprint, entry.ts, stored.stream),
         )
+    for kind in entry.effects:
+        conn.execute("INSERT INTO effects (kind, stream) VALUES (?, ?)", (kind, stored.stream))
     return Appended(entry=stored, conversation=conversation)
 
 

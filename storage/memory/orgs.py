@@ -1,0 +1,293 @@
+"""The in-memory organisation store (reference implementation of ``storage.orgs``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from storage.errors import AlreadyExists
+from storage.orgs import (
+    AuditEntry,
+    JoinRequest,
+    NewCopy,
+    Organisation,
+    OrgCopy,
+    OrgMember,
+    OrgRole,
+    RequestKind,
+    RequestStatus,
+)
+
+
+class _Org:
+    def __init__(self, org: Organisation) -> None:
+        self.org = org
+        self.members: dict[int, OrgMember] = {}
+        self.spans: dict[int, list[tuple[int, int | None]]] = {}
+        self.requests: dict[int, JoinRequest] = {}
+        self.copies: dict[int, OrgCopy] = {}
+        self.sources: dict[str, int] = {}
+        self.audit: list[AuditEntry] = []
+
+
+class MemoryOrganisationStore:
+    def __init__(self) -> None:
+        self._orgs: dict[int, _Org] = {}
+
+    def _org(self, org_id: int) -> _Org:
+        state = self._orgs.get(org_id)
+        if state is None:
+            raise KeyError(f"no organisation {org_id}")
+        return state
+
+    async def create_org(
+        self, *, name: str, disclosure: str, creator: int, now: int
+    ) -> Organisation:
+        org = Organisation(
+            org_id=len(self._orgs) + 1,
+            name=name,
+            disclosure=disclosure,
+            created_at=now,
+            created_by=creator,
+        )
+        state = self._orgs[org.org_id] = _Org(org)
+        state.members[creator] = OrgMember(
+            org_id=org.org_id,
+            user_id=creator,
+            role="primary",
+            joined_at=now,
+            disclosure_accepted=disclosure,
+        )
+        state.spans[creator] = [(now, None)]
+        return org
+
+    async def get_org(self, org_id: int) -> Organisation | None:
+        state = self._orgs.get(org_id)
+        return state.org if state else None
+
+    async def set_verified(self, org_id: int, *, verified: bool, now: int) -> Organisation:
+        state = self._org(org_id)
+        if verified:
+            for other in self._orgs.values():
+                if (
+                    other.org.org_id != org_id
+                    and other.org.verified
+                    and other.org.name == state.org.name
+                ):
+                    raise AlreadyExists(f"a verified organisation is named {state.org.name!r}")
+        state.org = msgspec.structs.replace(
+            state.org, verified=verified, verified_at=now if verified else None
+        )
+        return state.org
+
+    async def get_member(self, org_id: int, user_id: int) -> OrgMember | None:
+        state = self._orgs.get(org_id)
+        return state.members.get(user_id) if state else None
+
+    async def list_members(self, org_id: int, *, after_user: int, limit: int) -> list[OrgMember]:
+        state = self._org(org_id)
+        current = sorted(
+            (m for m in state.members.values() if m.active and m.user_id > after_user),
+            key=lambda m: m.user_id,
+        )
+        return current[:limit]
+
+    async def orgs_of(self, user_id: int) -> list[OrgMember]:
+        return [
+            state.members[user_id]
+            for org_id, state in sorted(self._orgs.items())
+            if user_id in state.members and state.members[user_id].active
+        ]
+
+    async def membership_spans(self, org_id: int, user_id: int) -> list[tuple[int, int | None]]:
+        state = self._orgs.get(org_id)
+        return list(state.spans.get(user_id, [])) if state else []
+
+    async def add_member(
+        self, org_id: int, user_id: int, *, role: OrgRole, disclosure: str, now: int
+    ) -> OrgMember:
+        state = self._org(org_id)
+        existing = state.members.get(user_id)
+        if existing is not None and existing.active:
+            raise AlreadyExists(f"user {user_id} is a member")
+        member = OrgMember(
+            org_id=org_id, user_id=user_id, role=role, joined_at=now, disclosure_accepted=disclosure
+        )
+        state.members[user_id] = member
+        state.spans.setdefault(user_id, []).append((now, None))
+        return member
+
+    async def remove_member(self, org_id: int, user_id: int, *, now: int) -> OrgMember:
+        state = self._org(org_id)
+        member = state.members.get(user_id)
+        if member is None or not member.active:
+            raise KeyError(f"user {user_id} is not a member")
+        member = msgspec.structs.replace(member, left_at=now)
+        state.members[user_id] = member
+        joined, _ = state.spans[user_id][-1]
+        state.spans[user_id][-1] = (joined, now)
+        return member
+
+    async def set_role(
+        self, org_id: int, user_id: int, *, role: OrgRole, permissions: frozenset[str]
+    ) -> OrgMember:
+        state = self._org(org_id)
+        member = state.members.get(user_id)
+        if member is None or not member.active:
+            raise KeyError(f"user {user_id} is not a member")
+        member = msgspec.structs.replace(member, role=role, permissions=frozenset(permissions))
+        state.members[user_id] = member
+        return member
+
+    async def create_request(
+        self,
+        org_id: int,
+        *,
+        user_id: int,
+        kind: RequestKind,
+        inviter: int,
+        status: RequestStatus,
+        disclosure: str,
+        note: str,
+        now: int,
+    ) -> JoinRequest:
+        state = self._org(org_id)
+        request = JoinRequest(
+            request_id=len(state.requests) + 1,
+            org_id=org_id,
+            user_id=user_id,
+            kind=kind,
+            inviter=inviter,
+            status=status,
+            disclosure=disclosure,
+            note=note,
+            created_at=now,
+            updated_at=now,
+        )
+        state.requests[request.request_id] = request
+        return request
+
+    async def get_request(self, org_id: int, request_id: int) -> JoinRequest | None:
+        state = self._orgs.get(org_id)
+        return state.requests.get(request_id) if state else None
+
+    async def set_request_status(
+        self,
+        org_id: int,
+        request_id: int,
+        *,
+        expect: RequestStatus,
+        status: RequestStatus,
+        now: int,
+    ) -> JoinRequest | None:
+        state = self._org(org_id)
+        request = state.requests.get(request_id)
+        if request is None or request.status != expect:
+            return None
+        request = msgspec.structs.replace(request, status=status, updated_at=now)
+        state.requests[request_id] = request
+        return request
+
+    async def list_requests(
+        self, org_id: int, *, user_id: int | None = None, status: RequestStatus | None = None
+    ) -> list[JoinRequest]:
+        state = self._org(org_id)
+        return [
+            r
+            for _, r in sorted(state.requests.items())
+            if (user_id is None or r.user_id == user_id) and (status is None or r.status == status)
+        ]
+
+    async def add_copy(self, org_id: int, copy: NewCopy) -> tuple[OrgCopy, bool]:
+        state = self._org(org_id)
+        known = state.sources.get(copy.source)
+        if known is not None:
+            return state.copies[known], True
+        record = OrgCopy(
+            copy_id=len(state.copies) + 1,
+            org_id=org_id,
+            member=copy.member,
+            conv_ref=copy.conv_ref,
+            ts=copy.ts,
+            body=copy.body,
+        )
+        state.copies[record.copy_id] = record
+        state.sources[copy.source] = record.copy_id
+        return record, False
+
+    async def copies(
+        self,
+        org_id: int,
+        *,
+        member: int | None = None,
+        conv_ref: str | None = None,
+        from_ts: int | None = None,
+        to_ts: int | None = None,
+        after_copy: int = 0,
+        limit: int,
+        include_hidden: bool = False,
+    ) -> list[OrgCopy]:
+        state = self._org(org_id)
+        out = []
+        for copy_id in sorted(state.copies):
+            copy = state.copies[copy_id]
+            if copy_id <= after_copy or (copy.hidden and not include_hidden):
+                continue
+            if member is not None and copy.member != member:
+                continue
+            if conv_ref is not None and copy.conv_ref != conv_ref:
+                continue
+            if from_ts is not None and copy.ts < from_ts:
+                continue
+            if to_ts is not None and copy.ts >= to_ts:
+                continue
+            out.append(copy)
+            if len(out) == limit:
+                break
+        return out
+
+    async def get_copy(self, org_id: int, copy_id: int) -> OrgCopy | None:
+        state = self._orgs.get(org_id)
+        return state.copies.get(copy_id) if state else None
+
+    async def set_copy_state(
+        self, org_id: int, copy_id: int, *, hidden: bool | None = None, recalled: bool = False
+    ) -> OrgCopy:
+        state = self._org(org_id)
+        copy = state.copies[copy_id]
+        if hidden is not None:
+            copy = msgspec.structs.replace(copy, hidden=hidden)
+        if recalled:
+            copy = msgspec.structs.replace(copy, recalled=True, body=None)
+        state.copies[copy_id] = copy
+        return copy
+
+    async def copy_counts(self, org_id: int) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for copy in self._org(org_id).copies.values():
+            if not copy.hidden and not copy.recalled:
+                counts[copy.member] = counts.get(copy.member, 0) + 1
+        return counts
+
+    async def append_audit(
+        self, org_id: int, *, actor: int, action: str, target: str, now: int
+    ) -> AuditEntry:
+        state = self._org(org_id)
+        entry = AuditEntry(
+            audit_id=len(state.audit) + 1,
+            org_id=org_id,
+            actor=actor,
+            action=action,
+            target=target,
+            ts=now,
+        )
+        state.audit.append(entry)
+        return entry
+
+    async def audit_log(self, org_id: int, *, after: int, limit: int) -> list[AuditEntry]:
+        return [e for e in self._org(org_id).audit if e.audit_id > after][:limit]
+
+    async def member_ids(self, org_id: int, user_ids: Sequence[int]) -> set[int]:
+        state = self._org(org_id)
+        return {u for u in user_ids if u in state.members and state.members[u].active}
