@@ -23,11 +23,11 @@ from storage.records import (
     MemberChange,
     NewConversation,
     NewEntry,
+    PendingEffect,
     ReadCount,
     ReadMoved,
     Recall,
     Summary,
-    PendingEffect,
 )
 
 
