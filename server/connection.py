@@ -42,6 +42,8 @@ class Connection:
     close_request: CloseRequest | None = None
     #: Consecutive undecodable frames (a client that only sends garbage is closed).
     bad_frames: int = 0
+    #: Failed authentication attempts before authenticating (closed 4003 at the limit).
+    auth_failures: int = 0
     frames_sent: int = 0
     _send: trio.MemorySendChannel[bytes] = field(init=False)
     _receive: trio.MemoryReceiveChannel[bytes] = field(init=False)

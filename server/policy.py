@@ -15,6 +15,7 @@ from typing import Final, Literal
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import conversation_kind, direct_conversation_id, direct_participants
+from protocol.requests import Content
 from storage.records import Conversation, Entry, Member, RoleName
 
 RECALL_WINDOW_MS: Final = 24 * 3600 * 1000
@@ -97,6 +98,18 @@ def may_send(
         may_write(member)
     if blocked_by_peer:
         raise ProtocolError(ErrorCode.BLOCKED, "the recipient does not accept your messages")
+
+
+def check_content(content: Content) -> None:
+    """A message says something: text has text; a file or image names its file."""
+    if content.kind == "text" and not content.text.strip() and content.file is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, "a text message needs text", path="$.content.text"
+        )
+    if content.kind in ("file", "image") and content.file is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"a {content.kind} message needs a file", path="$.content.file"
+        )
 
 
 def may_mention(conversation: Conversation, member: Member, *, mention_all: bool) -> None:

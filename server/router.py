@@ -86,6 +86,12 @@ _STORE_ERRORS: dict[type[store_errors.StoreError], ErrorCode] = {
 
 #: Consecutive undecodable frames after which a connection is closed (4006).
 MAX_BAD_FRAMES = 20
+#: Refused tokens on one connection after which it is closed (4003). Wrong one-time codes
+#: have their own limit per code (CODE_ATTEMPTS_EXCEEDED).
+MAX_AUTH_FAILURES = 3
+_AUTH_FAILURES = frozenset(
+    {ErrorCode.AUTH_FAILED, ErrorCode.TOKEN_EXPIRED, ErrorCode.SESSION_REVOKED}
+)
 
 
 class Router:
@@ -116,6 +122,10 @@ class Router:
             result = await HANDLERS[type(request)](self.ctx, conn, request)
         except ProtocolError as error:
             self._reply_error(conn, error, request.rid)
+            if not conn.authenticated and error.code in _AUTH_FAILURES:
+                conn.auth_failures += 1
+                if conn.auth_failures >= MAX_AUTH_FAILURES:
+                    conn.close_soon(CloseCode.AUTH_FAILED, "too many failed authentications")
             return
         except store_errors.StoreError as error:
             code = _STORE_ERRORS.get(type(error), ErrorCode.INTERNAL)

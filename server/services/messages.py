@@ -51,6 +51,7 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
         if peer != caller:
             row = await ctx.stores.personal.get_contact(peer, caller)
             blocked = row is not None and row.state == "blocked"
+    policy.check_content(req.content)
     policy.may_send(conversation=conversation, member=member, blocked_by_peer=blocked)
     if conversation is not None and member is not None:
         policy.may_mention(conversation, member, mention_all=req.content.mention_all)
@@ -167,7 +168,9 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
     if moved.entry is not None:
         members = await ctx.members.member_ids(req.conv)
         recipients = policy.entry_recipients(conversation, moved.entry, members, departed=())
-        ctx.publish_entry(moved.entry, recipients, entry_event(moved.entry, unread=moved.unread))
+        # The reader's devices learn their new unread count; a peer's receipt does not.
+        ctx.publish([caller], entry_event(moved.entry, unread=moved.unread))
+        ctx.publish(recipients - {caller}, entry_event(moved.entry))
         if conversation.kind == "group":
             ctx.receipts.mark(req.conv, first_seq=member.read_seq + 1, last_seq=moved.read_seq)
     return replies.ReadDone(conv=req.conv, seq=moved.read_seq, unread=moved.unread)

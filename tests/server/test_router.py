@@ -127,3 +127,24 @@ async def test_malformed_frames_after_hello_keep_the_connection(router: Router) 
     (reply,) = frames(conn)
     assert reply["code"] == ErrorCode.MALFORMED and "rid" not in reply
     assert conn.close_request is None
+
+
+async def test_three_failed_authentications_close_4003(router: Router) -> None:
+    conn = connect()
+    assert (await call(router, conn, rq.Hello(rid=1, version=1)))["op"] == "ok"
+    for rid in (2, 3, 4):
+        reply = await call(router, conn, rq.Auth(rid=rid, token="v1.bogus"))
+        assert reply["code"] == ErrorCode.AUTH_FAILED
+    assert conn.close_request is not None
+    assert conn.close_request.code == CloseCode.AUTH_FAILED
+
+
+async def test_empty_messages_are_refused_with_a_path(router: Router) -> None:
+    conn = connect()
+    user = await login(router, conn, "+15550000005")
+    empty = rq.MsgSend(rid=1, conv=f"s:{user}", cmid="e", content=rq.Content(text="  "))
+    reply = await call(router, conn, empty)
+    assert reply["code"] == ErrorCode.INVALID_FIELD and reply["path"] == "$.content.text"
+    no_file = rq.MsgSend(rid=2, conv=f"s:{user}", cmid="f", content=rq.Content(kind="image"))
+    reply = await call(router, conn, no_file)
+    assert reply["code"] == ErrorCode.INVALID_FIELD and reply["path"] == "$.content.file"
