@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.consent import ConsentStore
 from storage.interfaces import CrossDomainStore, PersonalStore
+from storage.orgs import OrganisationStore
 
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """Personal (D1) and cross-domain (D3) stores. The organisation store (D2) joins them
-    with the organisations issue. Each lives in its own database."""
+    """The stores of each data domain: personal (D1), cross-domain (D3) and organisations
+    (D2), each in its own database; a write never spans two of them."""
 
     personal: PersonalStore
     cross: CrossDomainStore
+    #: D2: organisations, their members, copies and audit logs (organisations database).
+    orgs: OrganisationStore
+    #: D1/D4: consent records (in the personal database).
+    consent: ConsentStore

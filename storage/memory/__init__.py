@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from storage.memory.consent import MemoryConsentStore
 from storage.memory.cross import MemoryCrossDomainStore
+from storage.memory.orgs import MemoryOrganisationStore
 from storage.memory.personal import MemoryPersonalStore
 from storage.stores import Stores
 
@@ -19,4 +21,9 @@ __all__ = ["MemoryCrossDomainStore", "MemoryPersonalStore", "open_memory_stores"
 @asynccontextmanager
 async def open_memory_stores() -> AsyncIterator[Stores]:
     """Fresh, empty stores; each is its own "database", as the SQLite ones are."""
-    yield Stores(personal=MemoryPersonalStore(), cross=MemoryCrossDomainStore())
+    yield Stores(
+        personal=MemoryPersonalStore(),
+        cross=MemoryCrossDomainStore(),
+        orgs=MemoryOrganisationStore(),
+        consent=MemoryConsentStore(),
+    )

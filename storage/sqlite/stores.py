@@ -5,7 +5,8 @@ Layout (``docs/domains.md``)::
     <data_dir>/            mode 0700
         personal.db        D1: users, devices, sessions, contacts, settings, personal stream
         cross.db           D3: single chats, ordinary groups, chat with oneself
-        organisations/     D2: one database per organisation (the organisations issue)
+        organisations.db   D2: organisations, members, copies, audit logs; rows keyed by
+                           organisation (docs/storage-organisations.md)
 
 Each database has its own writer thread and reader pool; a write never spans two of them.
 """
@@ -19,15 +20,17 @@ from pathlib import Path
 
 import trio
 
+from storage.sqlite.consent import SqliteConsentStore
 from storage.sqlite.cross import SqliteCrossDomainStore
 from storage.sqlite.database import DatabaseOptions, open_database
+from storage.sqlite.orgs import SqliteOrganisationStore
 from storage.sqlite.personal import SqlitePersonalStore
 from storage.sqlite.writer import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE
 from storage.stores import Stores
 
 PERSONAL_DB = "personal.db"
 CROSS_DB = "cross.db"
-ORGANISATIONS_DIR = "organisations"
+ORGANISATIONS_DB = "organisations.db"
 
 
 @asynccontextmanager
@@ -62,13 +65,18 @@ async def open_sqlite_stores(
     async with (
         open_database(root / PERSONAL_DB, domain="personal", options=options) as personal,
         open_database(root / CROSS_DB, domain="cross", options=options) as cross,
+        open_database(root / ORGANISATIONS_DB, domain="organisations", options=options) as orgs,
     ):
-        yield Stores(personal=SqlitePersonalStore(personal), cross=SqliteCrossDomainStore(cross))
+        yield Stores(
+            personal=SqlitePersonalStore(personal),
+            cross=SqliteCrossDomainStore(cross),
+            orgs=SqliteOrganisationStore(orgs),
+            consent=SqliteConsentStore(personal),
+        )
 
 
 def _make_data_dir(root: Path) -> None:
     # Private data: only the server's user may list or read it.
-    for folder in (root, root / ORGANISATIONS_DIR):
-        if not folder.exists():
-            folder.mkdir(mode=0o700, parents=True)
-            os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+    if not root.exists():
+        root.mkdir(mode=0o700, parents=True)
+        os.chmod(root, 0o700)  # mkdir's mode is filtered by the umask

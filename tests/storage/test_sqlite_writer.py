@@ -24,6 +24,7 @@ from storage.records import IdempotencyKey, NewConversation, NewEntry
 from storage.sqlite import SchemaError, SchemaTooNew, open_sqlite_stores
 from storage.sqlite.cross import SqliteCrossDomainStore
 from storage.sqlite.database import DatabaseOptions, connect, open_database
+from storage.sqlite.migrations import load_migrations
 from storage.sqlite.writer import SqliteWriter, open_writer
 
 NOW = 1_000_000
@@ -353,9 +354,8 @@ async def test_data_dir_holds_one_database_per_domain_and_is_private(tmp_path: P
 
     assert (data / "personal.db").is_file()
     assert (data / "cross.db").is_file()
-    assert (data / "organisations").is_dir()
+    assert (data / "organisations.db").is_file()
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    assert stat.S_IMODE((data / "organisations").stat().st_mode) == 0o700
 
 
 async def test_synchronous_is_full_by_default_and_configurable(tmp_path: Path) -> None:
@@ -508,9 +508,9 @@ async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
             pass
     conn = sqlite3.connect(data / "personal.db")
     try:
-        assert conn.execute("SELECT version, domain FROM schema_version").fetchall() == [
-            (1, "personal")
-        ]
+        rows = conn.execute("SELECT version, domain FROM schema_version").fetchall()
+        assert rows == [(v, "personal") for v in range(1, len(rows) + 1)]
+        assert len(rows) == len(load_migrations("personal"))
     finally:
         conn.close()
 
@@ -525,6 +525,7 @@ async def test_no_writer_thread_outlives_the_stores(tmp_path: Path) -> None:
         running = [t for t in writer_threads() if t not in before]
         assert sorted(t.name for t in running) == [
             f"{WRITER_THREAD}[cross.db]",
+            f"{WRITER_THREAD}[organisations.db]",
             f"{WRITER_THREAD}[personal.db]",
         ]
     assert all(not thread.is_alive() for thread in running)
