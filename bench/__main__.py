@@ -95,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
         "--server-pid", type=int, help="with --url: the server's pid, for its CPU and RSS figures"
     )
     p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="with --url: the server's data directory; Rivet scenarios make their users in it "
+        "with 'rivet users bulk'",
+    )
+    p.add_argument(
         "--tiny", action="store_true", help="smoke-test sizes: checks the harness, measures nothing"
     )
     p.add_argument(
@@ -171,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.server_pid is not None and not args.url:
         print("python -m bench: error: --server-pid goes with --url", file=sys.stderr)
+        return 2
+    if args.data_dir is not None and not args.url:
+        print("python -m bench: error: --data-dir goes with --url", file=sys.stderr)
         return 2
     fields = vars(args)
     fields.pop("list")

@@ -34,6 +34,8 @@ class Options:
     repeat: int = 1
     url: str | None = None
     server_pid: int | None = None
+    #: With ``url``: the server's data directory, where Rivet scenarios make their users.
+    data_dir: Path | None = None
     tiny: bool = False
     plot: bool = False
     json_path: Path | None = None

@@ -18,6 +18,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,9 @@ class ServerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 20.0
     stop_timeout: float = 10.0
+    #: Called with the fresh (empty) data directory before the server starts, e.g. to put
+    #: users made with ``rivet users bulk`` in it.
+    prepare: Callable[[Path], None] | None = None
 
     def render(self, host: str, port: int, data_dir: Path) -> list[str]:
         values = {"python": sys.executable, "host": host, "port": port, "data_dir": data_dir}
@@ -259,6 +263,11 @@ class ServerHandle:
         if port is None:
             raise ValueError(f"no port in {self.url}")
         return port
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory of a server we started (``start_server``'s layout)."""
+        return None if self.log_path is None else self.log_path.parent / "data"
 
     def cpu_seconds(self) -> float | None:
         return None if self.pid is None else read_cpu_seconds(self.pid)
@@ -331,25 +340,38 @@ def start_server(
     cpus: tuple[int, ...] | None = None,
     host: str = LOOPBACK,
     workroot: Path | None = None,
+    *,
+    port: int | None = None,
+    workdir: Path | None = None,
 ) -> Iterator[ServerHandle]:
     """Start ``spec`` on a free port with a fresh data directory; stop it on exit.
 
     The data directory and the server's log live in a new directory under ``workroot``
     (default: the system's temporary directory), removed after a clean stop and kept, with
     a warning, when the server failed.
+
+    A restart (the ``storm`` scenario) passes the ``port`` and ``workdir`` of the server it
+    replaces: the data directory is then reused as it is (``spec.prepare`` is not called),
+    the log appended to, and the directory left for the caller to remove.
     """
     if host != LOOPBACK and not host.startswith("127."):
         raise ValueError("benchmark servers listen on loopback only")
-    workdir = Path(tempfile.mkdtemp(prefix=f"rivet-bench-{spec.name}-", dir=workroot))
+    owned = workdir is None
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"rivet-bench-{spec.name}-", dir=workroot))
     data_dir = workdir / "data"
-    data_dir.mkdir()
+    if owned:
+        data_dir.mkdir()
+        if spec.prepare is not None:
+            spec.prepare(data_dir)
     log_path = workdir / "server.log"
-    port = free_port(host)
+    port = free_port(host) if port is None else port
     argv = spec.render(host, port, data_dir)
     env = {**os.environ, **spec.env}
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
+        _raise_nofile(proc.pid)
         if cpus is not None:
             os.sched_setaffinity(proc.pid, cpus)
         try:
@@ -364,13 +386,22 @@ def start_server(
     finally:
         status = _stop(proc, spec.stop_timeout)
         if status in (0, -signal.SIGINT):
-            shutil.rmtree(workdir, ignore_errors=True)
+            if owned:
+                shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(
                 f"warning: server {spec.name} exited with status {status}; "
                 f"its log and data are kept in {workdir}",
                 file=sys.stderr,
             )
+
+
+def _raise_nofile(pid: int) -> None:
+    """Lift the server's soft open-file limit to the hard one (10,000 connections need
+    10,000 descriptors), where the kernel lets us; the server may do it itself too."""
+    with contextlib.suppress(OSError, ValueError):
+        _soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @contextlib.contextmanager

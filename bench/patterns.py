@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,10 @@ SETTLE = 0.05
 CONNECT_TIMEOUT = 30.0
 STORM_BUCKET_S = 0.05
 CORRECTNESS_KEYS = ("lost", "duplicated", "unexpected", "misrouted", "corrupt")
+
+#: ``extra(role, first, count)``: more parameters for the worker that runs ``count``
+#: connections from number ``first`` on, in ``role`` ("client", "publisher", ...).
+ExtraParams = Callable[[str, int, int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -168,8 +172,17 @@ def _latencies(sent: array[int], received: array[int], win: _Window) -> Iterator
 
 
 def _sum_tallies(tallies: Sequence[dict[str, Any]]) -> dict[str, int]:
-    keys = ("connections", "sent", "received", *CORRECTNESS_KEYS)
-    return {k: sum(int(t[k]) for t in tallies) for k in keys}
+    """The standard counts, plus any other count a workload reports (not times: ``*_ns``)."""
+    keys = ["connections", "sent", "received", *CORRECTNESS_KEYS]
+    for tally in tallies:
+        for key, value in tally.items():
+            if key not in keys and not key.endswith("_ns") and _is_count(value):
+                keys.append(key)
+    return {k: sum(int(t.get(k, 0)) for t in tallies) for k in keys}
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _exactly_once(tally: dict[str, int]) -> bool:
@@ -269,8 +282,13 @@ def request_reply(
     path: str = "/",
     unit: str = "msg",
     label: str = "request-reply",
+    extra: ExtraParams | None = None,
 ) -> CaseResult:
-    """Closed- or open-loop request/reply on ``load.connections`` connections."""
+    """Closed- or open-loop request/reply on ``load.connections`` connections.
+
+    ``extra(role, first, count)`` adds parameters to each worker's (a Rivet workload's
+    tokens for its share of the connections, say).
+    """
     rate_per_conn = None if load.rate is None else load.rate / load.connections
     specs = [
         WorkerSpec(
@@ -289,6 +307,7 @@ def request_reply(
                 "connect_timeout": CONNECT_TIMEOUT,
                 "drain_timeout": DRAIN_TIMEOUT,
                 "settle": SETTLE,
+                **(extra("client", first, count) if extra else {}),
             },
             cpus=ctx.cpu_plan.load,
         )
@@ -344,6 +363,7 @@ def fan_out(
     publisher_path: str = "/pub",
     subscriber_path: str = "/sub",
     label: str = "fan-out",
+    extra: ExtraParams | None = None,
 ) -> CaseResult:
     """One publisher, ``load.connections`` subscribers; units are deliveries.
 
@@ -370,6 +390,7 @@ def fan_out(
                 "window": load.window,
                 "payload_size": load.payload_size,
                 "path": publisher_path,
+                **(extra("publisher", 0, 1) if extra else {}),
             },
             cpus=ctx.cpu_plan.load,
             links={"watermarks": [reader for reader, _ in pipes]},
@@ -387,6 +408,7 @@ def fan_out(
                     "connections": count,
                     "conn_base": first,
                     "path": subscriber_path,
+                    **(extra("subscriber", first, count) if extra else {}),
                 },
                 cpus=ctx.cpu_plan.load,
                 links={"watermark": writer},
@@ -468,6 +490,7 @@ def connect_storm(
     path: str = "/",
     settle: float = 0.5,
     label: str = "connect-storm",
+    extra: ExtraParams | None = None,
 ) -> CaseResult:
     """Open ``connections`` connections at once; time to accept them all, RSS per connection.
 
@@ -487,10 +510,11 @@ def connect_storm(
                 "concurrency": concurrency,
                 "path": path,
                 "connect_timeout": CONNECT_TIMEOUT,
+                **(extra("storm", first, count) if extra else {}),
             },
             cpus=ctx.cpu_plan.load,
         )
-        for i, (_, count) in enumerate(split(connections, workers))
+        for i, (first, count) in enumerate(split(connections, workers))
     ]
     bar = ctx.progress(label, connections, None)
     with ExitStack() as stack:

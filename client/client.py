@@ -16,6 +16,7 @@ stored twice.
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,11 +89,17 @@ class RivetClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, state: ClientState, *, catch_up: bool = False
+        cls,
+        url: str,
+        state: ClientState,
+        *,
+        catch_up: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncIterator[RivetClient]:
         """Connect and authenticate with ``state``'s token (refreshing it when it expired).
-        With ``catch_up``, also sync and resend before returning."""
-        async with RivetConnection.open(url) as conn:
+        With ``catch_up``, also sync and resend before returning. ``ssl_context`` is for
+        ``wss://`` URLs (None: the system's trusted CAs)."""
+        async with RivetConnection.open(url, ssl_context=ssl_context) as conn:
             client = cls(conn, state)
             await client._authenticate()
             if catch_up:

@@ -4,6 +4,7 @@ pushed events. No retries or state here; ``RivetClient`` adds those."""
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -83,11 +84,14 @@ class RivetConnection:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, *, max_events: int = 100_000) -> AsyncIterator[RivetConnection]:
-        """Connect. Errors come out as themselves (a ``RivetError`` for a refusal), not
-        wrapped in the exception groups of the nurseries inside."""
+    async def open(
+        cls, url: str, *, max_events: int = 100_000, ssl_context: ssl.SSLContext | None = None
+    ) -> AsyncIterator[RivetConnection]:
+        """Connect (``ssl_context`` for ``wss://``). Errors come out as themselves (a
+        ``RivetError`` for a refusal), not wrapped in the exception groups of the nurseries
+        inside."""
         try:
-            async with open_websocket(url) as ws:
+            async with open_websocket(url, ssl_context=ssl_context) as ws:
                 conn = cls(ws, max_events=max_events)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn._read)

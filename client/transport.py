@@ -10,6 +10,7 @@ fails if a trio-websocket upgrade removes it or fixes the leak.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,11 +20,17 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 @asynccontextmanager
 async def open_websocket(
-    url: str, *, max_message_size: int = 16 * 1024 * 1024
+    url: str,
+    *,
+    max_message_size: int = 16 * 1024 * 1024,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
+    """``ssl_context`` for ``wss://`` URLs (None: the system's trusted CAs)."""
     ws: WebSocketConnection | None = None
     try:
-        async with open_websocket_url(url, max_message_size=max_message_size) as ws:
+        async with open_websocket_url(
+            url, ssl_context=ssl_context, max_message_size=max_message_size
+        ) as ws:
             yield ws
     finally:
         stream = getattr(ws, "_stream", None) if ws is not None else None

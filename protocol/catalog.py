@@ -8,16 +8,22 @@ decodable without also being documented and routed.
 
 from __future__ import annotations
 
-from protocol import events, replies
+from protocol import ding, events, live, moderation, orgs, replies
 from protocol import requests as rq
 
-AnyRequest = rq.CoreRequest
+AnyRequest = (
+    rq.CoreRequest | ding.DingRequest | live.LiveRequest | moderation.Report | orgs.OrgRequest
+)
 
-AnyEvent = events.CoreEvent
+AnyEvent = events.CoreEvent | ding.DingEvents | live.LiveEvent | orgs.OrgEvent
 
 #: The shape of ``ok.result`` for every op.
 RESULT_TYPES: dict[type[rq.Request], type[replies.Result]] = {
     **replies.CORE_RESULT_TYPES,
+    **ding.DING_RESULT_TYPES,
+    **live.LIVE_RESULT_TYPES,
+    **moderation.MODERATION_RESULT_TYPES,
+    **orgs.ORG_RESULT_TYPES,
 }
 
 #: Ops a connection may send before it is authenticated.

@@ -58,6 +58,8 @@ class ErrorCode(IntEnum):
     RECALL_WINDOW_PASSED = 3004
     ALREADY_HANDSHAKEN = 3005
     INVALID_STATE = 3006
+    LIVE_IN_PROGRESS = 3007
+    COHOST_LIMIT = 3008
     # 4xxx: transient
     RATE_LIMITED = 4000
     OVERLOADED = 4001
@@ -150,6 +152,15 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
         "client",
         "The request does not fit the object's current state (e.g. answering a contact "
         "request that does not exist).",
+    ),
+    ErrorCode.LIVE_IN_PROGRESS: CodeInfo(
+        "live_in_progress",
+        False,
+        "client",
+        "The group already has an active live stream (L1): join it, or end it first.",
+    ),
+    ErrorCode.COHOST_LIMIT: CodeInfo(
+        "cohost_limit", False, "client", "The live stream has its maximum of co-hosts."
     ),
     ErrorCode.RATE_LIMITED: CodeInfo(
         "rate_limited", True, "client", "Too many requests: wait `retry_after` seconds (C2)."

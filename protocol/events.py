@@ -8,10 +8,12 @@ typing, coalesced receipt counts) carry none and are never stored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
+from protocol import limits
 from protocol.requests import Content
 from protocol.types import (
     ClientMessageId,
@@ -73,7 +75,8 @@ class RecallEvent(Event, tag="ev.recall", frozen=True):
     stream: StreamPos
     conv: ConversationId
     seq: Seq
-    by: UserId
+    #: Who recalled it; 0 when the platform's moderators withdrew it (C1).
+    by: Annotated[int, Meta(ge=0, le=limits.MAX_SAFE_INT)]
     ts: Timestamp
 
 

@@ -15,6 +15,8 @@ MAX_DEPTH: Final = 16
 MAX_TEXT_CHARS: Final = 8_000
 #: Short strings: titles, names, file names, mime types, device names.
 MAX_NAME_CHARS: Final = 128
+#: O5: an organisation's disclosure text, shown before anyone joins.
+MAX_DISCLOSURE_CHARS: Final = 4_000
 #: Opaque ids sent by clients: client message ids, conversation ids, tokens.
 MAX_ID_CHARS: Final = 128
 #: Tokens (access, refresh, QR) are longer than ids.
@@ -38,3 +40,25 @@ RECALL_WINDOW_SECONDS: Final = 24 * 3600
 MAX_PHONE_CHARS: Final = 16
 #: One-time login codes.
 LOGIN_CODE_DIGITS: Final = 6
+#: L1 live streams: a WebRTC signal's payload (an SDP or an ICE candidate), in characters.
+#: SDP is ASCII, so this is about 16 KB; 4-byte characters still fit in MAX_FRAME_BYTES.
+MAX_SIGNAL_CHARS: Final = 16_000
+#: L1: characters in a live stream's description.
+MAX_LIVE_DESCRIPTION_CHARS: Final = 1_000
+#: L1: groups a stream can be linked to besides the one it started in.
+MAX_LIVE_LINKED_GROUPS: Final = 20
+#: L1: likes one ``live.like`` may carry.
+MAX_LIKES_PER_REQUEST: Final = 100
+#: L1: users a stream's host may invite explicitly, in total.
+MAX_LIVE_INVITES: Final = 5_000
+#: L1 defaults of the server's configuration: co-hosts on stage at once, seconds a host has
+#: to come back after a disconnect or a restart, seconds between coalesced count events.
+DEFAULT_LIVE_COHOSTS: Final = 4
+DEFAULT_LIVE_GRACE_SECONDS: Final = 60.0
+DEFAULT_LIVE_COUNTS_SECONDS: Final = 1.0
+#: Recipients of one DING (G1).
+MAX_DING_RECIPIENTS: Final = 100
+#: Longest escalation delay of a DING plan, and how far ahead a DING may be scheduled.
+MAX_DING_DELAY_SECONDS: Final = 7 * 24 * 3600
+#: C1: characters in the note of a report to the platform's moderators.
+MAX_REPORT_NOTE_CHARS: Final = 1_000

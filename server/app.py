@@ -19,22 +19,32 @@ import trio
 from trio_websocket import serve_websocket
 
 from protocol import limits
+from server.auth import ServerKeys
 from server.bus import MemoryBus
 from server.clock import Clock, SystemClock
 from server.config import Config
 from server.context import Context, bus_publisher, publish_event
 from server.credentials import Credentials
+from server.ding.runtime import DingRuntime
 from server.gateway import Gateway
 from server.hub import Hub
+from server.live import LiveRuntime
 from server.maintenance import prune_idempotency_keys
 from server.membership import MemberCache
+from server.moderation import ModerationWatcher
+from server.notify.factory import notifier_from_config
 from server.notify.interface import Notifier
-from server.notify.outbox import OutboxNotifier
+from server.ops_http import serve_ops_http, server_routes
 from server.ordering import SeqOrderedPublisher
+from server.org_feed import OrgFeeds
+from server.org_index import OrgIndex
+from server.outbox import OutboxRelay
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
 from server.router import Router
+from server.services import live as live_service
+from server.tls import server_context
 from storage.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -48,11 +58,14 @@ class RunningServer:
     ctx: Context
     gateway: Gateway
     router: Router
+    #: The port of /healthz and /metrics, when the operations endpoint is on.
+    metrics_port: int | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
     def url(self) -> str:
-        return f"ws://{self.ctx.config.host}:{self.port}/"
+        scheme = "wss" if self.ctx.config.tls_cert is not None else "ws"
+        return f"{scheme}://{self.ctx.config.host}:{self.port}/"
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; ``serve`` returns when it is complete."""
@@ -70,7 +83,9 @@ async def open_stores(config: Config) -> AsyncIterator[Stores]:
         from storage.sqlite import open_sqlite_stores
 
         async with open_sqlite_stores(
-            config.data_dir, synchronous=config.sqlite_synchronous
+            config.data_dir,
+            synchronous=config.sqlite_synchronous,
+            max_page_count=config.sqlite_max_page_count,
         ) as stores:
             yield stores
 
@@ -86,6 +101,9 @@ def build_context(
     """Everything the router hands the services, wired for one process (in-process bus)."""
     bus = MemoryBus()
     hub = Hub(bus)
+    live = LiveRuntime.from_config(config, stores, clock=clock)
+    hub.on_detach(live.connection_closed)
+    org_feeds = OrgFeeds()
     return Context(
         config=config,
         clock=clock,
@@ -101,6 +119,19 @@ def build_context(
         ),
         pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
         ordered=SeqOrderedPublisher(bus_publisher(bus)),
+        live=live,
+        ding=DingRuntime.from_config(
+            config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
+        ),
+        org_index=OrgIndex(stores.orgs),
+        org_feeds=org_feeds,
+        outbox=OutboxRelay(
+            cross=stores.cross,
+            orgs=stores.orgs,
+            consent=stores.consent,
+            feeds=org_feeds,
+            ref_key=credentials.ref_key,
+        ),
     )
 
 
@@ -109,13 +140,18 @@ async def serve(
     *,
     clock: Clock | None = None,
     notifier: Notifier | None = None,
+    keys: ServerKeys | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     clock = clock or SystemClock()
     if config.store == "sqlite" or notifier is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    notifier = notifier or OutboxNotifier(config.data_dir, clock=clock)
-    credentials = Credentials.open(config, clock)
+    notifier = notifier or notifier_from_config(config, clock)
+    # Tests may bring their own keys (two servers that must sign and key alike).
+    credentials = Credentials(keys, clock, config) if keys else Credentials.open(config, clock)
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = server_context(config.tls_cert, config.tls_key)
     async with open_stores(config) as stores:
         ctx = build_context(config, stores, clock=clock, notifier=notifier, credentials=credentials)
         router = Router(ctx)
@@ -123,8 +159,17 @@ async def serve(
         async with trio.open_nursery() as background:
             await background.start(ctx.receipts.run)
             await background.start(ctx.pushes.run)
+            await background.start(ctx.outbox.run)
             await background.start(ctx.ordered.run)
             await background.start(prune_idempotency_keys, ctx.stores, clock)
+            await background.start(ctx.ding.run)
+            await background.start(live_service.run, ctx)
+            await background.start(ModerationWatcher(ctx).run)
+            metrics_port = None
+            if config.metrics_port is not None:
+                metrics_port = await background.start(
+                    serve_ops_http, config.metrics_host, config.metrics_port, server_routes(gateway)
+                )
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:
                     ws_server = await listening.start(
@@ -133,13 +178,19 @@ async def serve(
                             gateway.handle,
                             config.host,
                             config.port,
-                            None,
+                            tls,
                             handler_nursery=handlers,
                             max_message_size=limits.MAX_FRAME_BYTES,
+                            # The HTTP upgrade (and TLS) must finish within the deadline too.
+                            connect_timeout=config.handshake_deadline,
                         )
                     )
                     running = RunningServer(
-                        port=ws_server.port, ctx=ctx, gateway=gateway, router=router
+                        port=ws_server.port,
+                        ctx=ctx,
+                        gateway=gateway,
+                        router=router,
+                        metrics_port=metrics_port,
                     )
                     log.info("listening", extra={"url": running.url})
                     task_status.started(running)
@@ -148,5 +199,7 @@ async def serve(
                 await gateway.drain()
             # Flush what is coalesced before stopping: read counts still pending go out.
             await ctx.receipts.flush()
+            # Streams whose hosts were cut off by the shutdown resume from their records.
+            await ctx.live.checkpoint()
             background.cancel_scope.cancel()
     log.info("stopped")

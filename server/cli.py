@@ -20,7 +20,9 @@ from typing import Any
 import msgspec
 import trio
 
+from server import cli_moderate, cli_org
 from server.app import RunningServer, open_stores, serve
+from server.cli_ding import add_ding_flags, ding_overrides
 from server.clock import SystemClock
 from server.config import Config, load_config
 from server.credentials import Credentials
@@ -28,6 +30,9 @@ from server.logs import setup_logging
 from server.notify.outbox import outbox_path, read_outbox
 
 log = logging.getLogger("rivet")
+
+#: ``rivet users bulk``: users created at once (their writes share group commits).
+_BULK_CONCURRENCY = 64
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,10 +73,63 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--access-token-ttl", type=float, help="access-token lifetime, seconds (default 900)"
     )
     p.add_argument("--heartbeat-seconds", type=float, help="ping interval (default 30)")
+    _hardening_flags(p)
+    add_ding_flags(p)
     p.add_argument("--log-format", choices=["text", "json"], help="log format (default text)")
     p.add_argument("--log-level", help="log level (default INFO)")
     p.add_argument(
         "--port-file", type=Path, help="write the bound port to this file once listening"
+    )
+
+
+def _hardening_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--send-queue-bytes",
+        type=int,
+        help="bytes queued per connection before closing it as slow (default 4194304)",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        help="a browser Origin allowed to connect, e.g. https://chat.example.com (repeat it; "
+        "'*' allows any). Default: none, so browser pages are refused with 403",
+    )
+    p.add_argument(
+        "--max-connections-per-user",
+        type=int,
+        help="open connections per user; one more is closed with 4053 (default 16)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, help="open connections in all; past it 503 (default 10000)"
+    )
+    p.add_argument(
+        "--request-rate-per-second",
+        type=float,
+        help="C2: frames per connection per second (default 200, burst 1000)",
+    )
+    p.add_argument(
+        "--flood-strikes",
+        type=int,
+        help="C2: refusals in quick succession before closing with 4051 (default 50)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /healthz and /metrics on this port (default: off; 0 picks a free one)",
+    )
+    p.add_argument("--metrics-host", help="address of /healthz and /metrics (default 127.0.0.1)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve wss:// directly")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--sqlite-max-page-count",
+        type=int,
+        help="ceiling on each database, in pages; past it writes fail with storage_full",
+    )
+    p.add_argument(
+        "--moderation-poll-seconds",
+        type=float,
+        help="C1: how often suspensions made with 'rivet moderate' reach connections (default 2)",
     )
 
 
@@ -104,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--kind", help="only this kind (login_code, push, sms, call)")
     outbox.add_argument("--phone", help="only to this phone number")
     outbox.add_argument("--last", type=int, help="only the last N")
+    cli_moderate.add_parser(sub)
+    cli_org.add_parser(sub)
     return parser
 
 
@@ -113,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_serve(args)
     if args.command == "users":
         return trio.run(_cmd_users, args)
+    if args.command == "moderate":
+        return trio.run(cli_moderate.run, args)
+    if args.command == "org":
+        return trio.run(cli_org.run, args)
     if args.command == "outbox":
         for record in read_outbox(
             outbox_path(args.data_dir), kind=args.kind, phone=args.phone, last=args.last
@@ -140,8 +204,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "heartbeat_seconds",
             "log_format",
             "log_level",
+            "send_queue_bytes",
+            "allowed_origins",
+            "max_connections_per_user",
+            "max_connections",
+            "request_rate_per_second",
+            "flood_strikes",
+            "metrics_port",
+            "metrics_host",
+            "tls_cert",
+            "tls_key",
+            "sqlite_max_page_count",
+            "moderation_poll_seconds",
         )
     }
+    overrides.update(ding_overrides(args))
     try:
         config = load_config(args.config, **overrides)
     except (ValueError, OSError) as error:
@@ -158,6 +235,9 @@ async def _run_until_signal(config: Config, port_file: Path | None) -> None:
         async with trio.open_nursery() as nursery:
             running: RunningServer = await nursery.start(serve, config)
             print(f"rivet: listening on {running.url} (data in {config.data_dir})", flush=True)
+            if running.metrics_port is not None:
+                where = f"http://{config.metrics_host}:{running.metrics_port}"
+                print(f"rivet: health and metrics at {where}/healthz, /metrics", flush=True)
             if port_file is not None:
                 await trio.Path(port_file).write_text(str(running.port))
             async for signum in signals:
@@ -181,16 +261,28 @@ async def _cmd_users(args: argparse.Namespace) -> int:
                 )
             print(json.dumps(out))
             return 0
-        with args.out.open("w") as handle:
-            for index in range(args.count):
+        entries: list[dict[str, Any]] = [{} for _ in range(args.count)]
+        # Many users at once, so the writer's group commit pays one fsync for a batch of
+        # them (one at a time, 10,000 users take minutes). Lines stay in index order.
+        limiter = trio.CapacityLimiter(_BULK_CONCURRENCY)
+
+        async def one(index: int) -> None:
+            async with limiter:
                 phone = f"{args.phone_prefix}{index:07d}"
                 record = await credentials.create_user(
                     stores, phone=phone, display_name=f"user{index}"
                 )
-                entry = {"user_id": record.user_id, "phone": phone}
+                entry: dict[str, Any] = {"user_id": record.user_id, "phone": phone}
                 entry.update(
                     await credentials.issue_for_new_device(stores, record, device_name="bench")
                 )
+                entries[index] = entry
+
+        async with trio.open_nursery() as nursery:
+            for index in range(args.count):
+                nursery.start_soon(one, index)
+        with args.out.open("w") as handle:
+            for entry in entries:
                 handle.write(json.dumps(entry) + "\n")
         return 0
 

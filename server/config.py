@@ -7,9 +7,10 @@ Every field is documented here and by ``rivet serve --help``.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol import limits
 
@@ -31,6 +32,18 @@ class Config:
     #: Messages (frames) a connection's outbound queue holds before it is closed as a slow
     #: consumer (close 4050).
     send_queue_frames: int = 1024
+    #: Bytes a connection's outbound queue holds before it is closed as a slow consumer
+    #: (close 4050); whichever of the two bounds is reached first applies.
+    send_queue_bytes: int = 4 * 1024 * 1024
+    #: Browser origins (``scheme://host[:port]``) allowed to open a WebSocket. A handshake
+    #: with an ``Origin`` header not listed is refused with HTTP 403 (cross-site WebSocket
+    #: hijacking); one without ``Origin`` (native apps, SDKs) is accepted. ``*`` allows all.
+    allowed_origins: tuple[str, ...] = ()
+    #: Connections one user may have open; one more is closed with 4053 once it has
+    #: authenticated (the user is not known before).
+    max_connections_per_user: int = 16
+    #: Connections the server holds in all; past it, upgrades are refused with HTTP 503.
+    max_connections: int = 10_000
     #: Access-token lifetime in seconds, refresh-token lifetime in days.
     access_token_ttl: float = 15 * 60
     refresh_token_ttl_days: float = 30
@@ -40,10 +53,65 @@ class Config:
     #: C2: per-connection rate of all requests (token bucket).
     request_rate_per_second: float = 200.0
     request_burst: int = 1000
+    #: C2: per-user rates of DINGs (ding.send, ding.redding), of signalling (ping, typing,
+    #: presence, live.*) and of C1 reports, all of a user's connections together.
+    ding_rate_per_second: float = 0.2
+    ding_burst: int = 10
+    signal_rate_per_second: float = 20.0
+    signal_burst: int = 200
+    report_rate_per_second: float = 0.05
+    report_burst: int = 10
+    #: C2: a connection refused this many times faster than one a second is closed (4051).
+    flood_strikes: int = 50
+    #: C1: seconds between polls of the moderation log, through which suspensions and
+    #: removals made with ``rivet moderate`` reach live connections.
+    moderation_poll_seconds: float = 2.0
+    #: The operations endpoint (/healthz, /metrics): off unless a port is given (0 picks a
+    #: free one). Loopback by default; it has no authentication.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    #: Built-in TLS: PEM certificate chain and private key; with both, clients use wss://.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: A hard ceiling on each SQLite database, in pages (4 KiB each by default): past it
+    #: writes fail with storage_full (4002) and nothing is stored. None: no ceiling.
+    sqlite_max_page_count: int | None = None
     #: Default member limit of an ordinary group (M2).
     group_member_limit: int = limits.DEFAULT_GROUP_MEMBER_LIMIT
     #: Interval at which read-count updates are coalesced and sent to senders.
     receipt_flush_seconds: float = 1.0
+    #: L1 live streams: co-hosts on stage at once; seconds a host has to come back after a
+    #: disconnect or a server restart; seconds between coalesced viewer/like count events;
+    #: seconds between stores of a stream's viewer figures while it is live.
+    live_max_cohosts: int = limits.DEFAULT_LIVE_COHOSTS
+    live_grace_seconds: float = limits.DEFAULT_LIVE_GRACE_SECONDS
+    live_counts_seconds: float = limits.DEFAULT_LIVE_COUNTS_SECONDS
+    live_checkpoint_seconds: float = 10.0
+    #: G1: the plan of a DING sent without one: an SMS this many seconds after it went out,
+    #: a call this many seconds after it went out, while unconfirmed (negative: no such step).
+    ding_sms_after_seconds: int = 300
+    ding_call_after_seconds: int = 900
+    #: G3: a sender may re-DING the unconfirmed recipients at most this often.
+    ding_redding_interval_seconds: float = 300.0
+    #: G2: a personal user's free SMS and call steps per month, months counted in this
+    #: IANA time zone.
+    ding_personal_sms_per_month: int = 10
+    ding_personal_calls_per_month: int = 3
+    ding_quota_timezone: str = "UTC"
+    #: C2: DINGs one person may receive (from anyone) per minute, and at once.
+    ding_recipient_per_minute: float = 6.0
+    ding_recipient_burst: int = 10
+    #: Where SMS, calls and login codes go: ``outbox`` (``<data_dir>/outbox.jsonl``, read with
+    #: ``rivet outbox``) or ``webhook`` (POST to ``webhook_url``, signed with
+    #: ``webhook_secret``; the secret may come from the RIVET_WEBHOOK_SECRET environment
+    #: variable instead of a flag or the file).
+    notifier: str = "outbox"
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    #: Seconds one webhook request may take, and attempts per notification (exponential
+    #: backoff between them) before it counts as failed.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 5
     #: How long shutdown waits for in-flight requests before closing sockets.
     shutdown_grace_seconds: float = 5.0
     #: Seconds between WebSocket pings; a peer that misses two is dropped.
@@ -54,7 +122,8 @@ class Config:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
+        scheme = "wss" if self.tls_cert is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/"
 
     def with_overrides(self, **overrides: Any) -> Config:
         """A copy with the given non-None fields replaced (used for command-line flags)."""
@@ -65,6 +134,13 @@ class Config:
         chosen = {k: v for k, v in overrides.items() if v is not None}
         if "data_dir" in chosen:
             chosen["data_dir"] = Path(chosen["data_dir"])
+        for key in ("tls_cert", "tls_key"):
+            if key in chosen:
+                chosen[key] = Path(chosen[key])
+        if isinstance(chosen.get("allowed_origins"), str):
+            chosen["allowed_origins"] = (chosen["allowed_origins"],)
+        if "allowed_origins" in chosen:
+            chosen["allowed_origins"] = tuple(chosen["allowed_origins"])
         return replace(self, **chosen)
 
 
@@ -92,3 +168,53 @@ def validate(config: Config) -> None:
         raise ValueError("send_queue_frames must be at least 16")
     if config.log_format not in ("text", "json"):
         raise ValueError("log_format must be 'text' or 'json'")
+    _validate_hardening(config)
+    _validate_ding(config)
+    if config.live_max_cohosts < 0:
+        raise ValueError("live_max_cohosts must not be negative")
+    if min(config.live_grace_seconds, config.live_counts_seconds) <= 0:
+        raise ValueError("live_grace_seconds and live_counts_seconds must be positive")
+    if config.live_checkpoint_seconds <= 0:
+        raise ValueError("live_checkpoint_seconds must be positive")
+
+
+def _validate_hardening(config: Config) -> None:
+    if config.send_queue_bytes < 64 * 1024:
+        raise ValueError("send_queue_bytes must be at least 65536")
+    if config.max_connections_per_user < 1 or config.max_connections < 1:
+        raise ValueError("max_connections_per_user and max_connections must be at least 1")
+    if config.flood_strikes < 1:
+        raise ValueError("flood_strikes must be at least 1")
+    if config.moderation_poll_seconds <= 0:
+        raise ValueError("moderation_poll_seconds must be positive")
+    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
+        raise ValueError("metrics_port must be 0-65535")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ValueError("give both tls_cert and tls_key, or neither")
+    if config.sqlite_max_page_count is not None and config.sqlite_max_page_count < 1:
+        raise ValueError("sqlite_max_page_count must be positive")
+    for origin in config.allowed_origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"allowed_origins: {origin!r} is not scheme://host[:port] or '*'")
+
+
+def _validate_ding(config: Config) -> None:
+    if config.ding_redding_interval_seconds < 0:
+        raise ValueError("ding_redding_interval_seconds must not be negative")
+    if min(config.ding_personal_sms_per_month, config.ding_personal_calls_per_month) < 0:
+        raise ValueError("the personal DING allowances must not be negative")
+    if config.ding_recipient_per_minute <= 0 or config.ding_recipient_burst < 1:
+        raise ValueError("ding_recipient_per_minute must be positive, ding_recipient_burst >= 1")
+    try:
+        ZoneInfo(config.ding_quota_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {config.ding_quota_timezone!r}") from None
+    if config.notifier not in ("outbox", "webhook"):
+        raise ValueError("notifier must be 'outbox' or 'webhook'")
+    if config.notifier == "webhook":
+        if not config.webhook_url.startswith(("http://", "https://")):
+            raise ValueError("the webhook notifier needs webhook_url (http:// or https://)")
+        if not config.webhook_secret:
+            raise ValueError("the webhook notifier needs webhook_secret")
+    if config.webhook_timeout_seconds <= 0 or config.webhook_max_attempts < 1:
+        raise ValueError("webhook_timeout_seconds must be positive, webhook_max_attempts >= 1")

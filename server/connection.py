@@ -1,16 +1,26 @@
 """One client connection: identity, a bounded send queue, and the slow-consumer policy.
 
-Backpressure policy (house habit 6): every frame for the client (replies and events) goes
-through one bounded queue of ``send_queue_frames`` frames, drained by the connection's
-writer task. A connection whose queue is full is closed with 4050 (slow consumer) instead
-of buffering without bound or slowing everyone else's fan-out. Nothing is lost: durable
-events are in the store and the client catches up by sync token after it reconnects.
+Backpressure policy (house habit 6): every frame for the client goes through one queue of
+at most ``send_queue_frames`` frames, drained by the connection's writer task; a frame
+counts until the writer has handed it to the socket.
+
+* **Events** (pushed by fan-out, ``send_nowait``) are also held to ``send_queue_bytes``
+  bytes of queued events. An event that would pass either bound closes the connection with
+  4050 (slow consumer) at once, without flushing, instead of buffering without bound or
+  slowing everyone else's fan-out. Nothing is lost: durable events are in the store and the
+  client catches up by sync token after it reconnects; an ephemeral event it missed
+  (typing, presence, live counts) is stale anyway.
+* **Replies** (``reply_nowait``) are not held to the byte bound, since one reply (a page of
+  sync or history) may be large; instead the gateway reads no further request while the
+  queue holds more than ``send_queue_bytes`` (``wait_send_room``), so a client that does not
+  read its replies stops being served and cannot make them pile up.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 import trio
@@ -32,6 +42,7 @@ class CloseRequest:
 class Connection:
     ws: WebSocketConnection
     queue_frames: int
+    queue_bytes: int = 4 * 1024 * 1024
     conn_id: int = field(default_factory=lambda: next(_ids))
     user_id: int | None = None
     device_id: int | None = None
@@ -45,6 +56,12 @@ class Connection:
     #: Failed authentication attempts before authenticating (closed 4003 at the limit).
     auth_failures: int = 0
     frames_sent: int = 0
+    #: Bytes of the frames queued and not yet handed to the socket; of events only.
+    queued_bytes: int = 0
+    event_bytes: int = 0
+    #: (size, is an event) of each queued frame, in queue order.
+    _sizes: deque[tuple[int, bool]] = field(default_factory=deque)
+    _room: trio.Event = field(default_factory=trio.Event)
     _send: trio.MemorySendChannel[bytes] = field(init=False)
     _receive: trio.MemoryReceiveChannel[bytes] = field(init=False)
     _scope: trio.CancelScope | None = None
@@ -62,13 +79,46 @@ class Connection:
         return self.user_id is not None
 
     def send_nowait(self, frame: bytes) -> None:
-        """Queue a frame without blocking; a full queue closes the connection (4050)."""
+        """Queue an event without blocking; past either bound the connection is closed
+        with 4050 (see the module docstring)."""
+        if self.event_bytes + len(frame) > self.queue_bytes:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
+            return
+        self._queue(frame, event=True)
+
+    def reply_nowait(self, frame: bytes) -> None:
+        """Queue the reply to a request: held to the frame bound only (see the module
+        docstring for how replies are kept from piling up)."""
+        self._queue(frame, event=False)
+
+    def _queue(self, frame: bytes, *, event: bool) -> None:
         try:
             self._send.send_nowait(frame)
         except trio.WouldBlock:
             self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+        else:
+            self._sizes.append((len(frame), event))
+            self.queued_bytes += len(frame)
+            if event:
+                self.event_bytes += len(frame)
+
+    async def wait_send_room(self) -> None:
+        """Wait until the queue holds at most ``queue_bytes`` bytes (the gateway calls it
+        before reading the next request)."""
+        while self.queued_bytes > self.queue_bytes:
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def _sent(self) -> None:
+        size, event = self._sizes.popleft()
+        self.queued_bytes -= size
+        if event:
+            self.event_bytes -= size
+        if self.queued_bytes <= self.queue_bytes:
+            self._room.set()
 
     def close_soon(self, code: int, reason: str, *, flush: bool = True) -> None:
         """Ask the gateway to close this connection with ``code``; idempotent.
@@ -102,6 +152,8 @@ class Connection:
                         await self.ws.send_message(frame)
                     except ConnectionClosed:
                         return
+                    finally:
+                        self._sent()
                     self.frames_sent += 1
         finally:
             self.writer_done.set()
@@ -112,4 +164,9 @@ class Connection:
 
     def statistics(self) -> dict[str, int]:
         stats = self._send.statistics()
-        return {"queued": stats.current_buffer_used, "sent": self.frames_sent}
+        return {
+            "queued": stats.current_buffer_used,
+            "queued_bytes": self.queued_bytes,
+            "event_bytes": self.event_bytes,
+            "sent": self.frames_sent,
+        }

@@ -11,10 +11,15 @@ from server.bus import Bus, Deliver
 from server.clock import Clock
 from server.config import Config
 from server.credentials import Credentials
+from server.ding.runtime import DingRuntime
 from server.hub import Hub
+from server.live import LiveRuntime
 from server.membership import MemberCache
 from server.notify.interface import Notifier
 from server.ordering import SeqOrderedPublisher
+from server.org_feed import OrgFeeds
+from server.org_index import OrgIndex
+from server.outbox import OutboxRelay
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
@@ -43,6 +48,16 @@ class Context:
     receipts: ReceiptCoalescer
     pushes: PushQueue
     ordered: SeqOrderedPublisher
+    #: L1: active live streams, their counts and grace timers.
+    live: LiveRuntime
+    #: G1-G3: DING timers, the SMS/call outbox relay and their events.
+    ding: DingRuntime
+    #: D4: which organisations each user belongs to (for the copy effect of a message).
+    org_index: OrgIndex
+    #: D5: admins watching their organisation's real-time audit feed.
+    org_feeds: OrgFeeds
+    #: D4: carries out effects across stores (organisation copies) after they commit.
+    outbox: OutboxRelay
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)

@@ -3,6 +3,8 @@ issuing tokens for a device, and checking a presented access token against the s
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from protocol import replies
@@ -38,6 +40,11 @@ class Credentials:
             keys.mac_key, ttl_seconds=config.refresh_token_ttl_days * 86400
         )
         self.codes = LoginCodes(keys.mac_key)
+        #: Keys the opaque conversation references in organisations' copies (D4); derived
+        #: from the MAC key so it is stable across restarts and separate from its other use.
+        self.ref_key = hmac.new(
+            keys.mac_key, b"rivet/org-conversation-ref", hashlib.sha256
+        ).digest()
         self.code_throttle = CodeRequestThrottle(clock)
 
     @classmethod

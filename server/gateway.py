@@ -18,8 +18,10 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from protocol.errors import CloseCode
+from server.admission import refuse_upgrade
 from server.connection import Connection
 from server.context import Context
+from server.metrics import METRICS
 from server.router import Router
 from server.services import presence
 
@@ -44,12 +46,24 @@ class Gateway:
 
     async def handle(self, request: WebSocketRequest) -> None:
         """trio-websocket's handler: one call per client, for the connection's lifetime."""
-        if self._draining:
-            await request.reject(503, body=b"shutting down")
+        config = self.ctx.config
+        refusal = refuse_upgrade(
+            path=request.path,
+            headers=request.headers,
+            config=config,
+            open_connections=len(self._connections),
+            draining=self._draining,
+        )
+        if refusal is not None:
+            METRICS.upgrades_refused.inc(refusal.reason)
+            await request.reject(refusal.status, body=refusal.body)
             return
         ws = await request.accept()
         self.accepted += 1
-        conn = Connection(ws=ws, queue_frames=self.ctx.config.send_queue_frames)
+        METRICS.connections_accepted.inc()
+        conn = Connection(
+            ws=ws, queue_frames=config.send_queue_frames, queue_bytes=config.send_queue_bytes
+        )
         self._connections.add(conn)
         try:
             await self._serve(conn)
@@ -58,6 +72,7 @@ class Gateway:
             if self._draining and not self._connections:
                 self._all_closed.set()
             self.router.forget(conn)
+            self.ctx.org_feeds.forget(conn)
             await self._leave(conn)
             await self._close(ws, conn)
 
@@ -66,7 +81,7 @@ class Gateway:
             conn.bind_scope(nursery.cancel_scope)
             nursery.start_soon(conn.run_writer)
             nursery.start_soon(self._heartbeat, conn)
-            if await self._handshake(conn):
+            if await self._handshake(conn) and self._within_user_limit(conn):
                 if self.ctx.hub.attach(conn):
                     await presence.announce(self.ctx, conn.user_id or 0, online=True)
                 while await self._read_one(conn):
@@ -87,6 +102,16 @@ class Gateway:
         conn.close_soon(CloseCode.HANDSHAKE_TIMEOUT, "authenticate in time")
         return False
 
+    def _within_user_limit(self, conn: Connection) -> bool:
+        """At most ``max_connections_per_user`` per user: one more is closed with 4053. The
+        count and the hub's attach run without a checkpoint between them, so two racing
+        connections cannot both take the last place."""
+        limit = self.ctx.config.max_connections_per_user
+        if self.ctx.hub.connection_count(conn.user_id) < limit:
+            return True
+        conn.close_soon(CloseCode.TOO_MANY_CONNECTIONS, f"at most {limit} connections per user")
+        return False
+
     async def _read_one(self, conn: Connection) -> bool:
         """Read and handle one frame. False when the connection should stop reading."""
         if self._draining or conn.close_request is not None:
@@ -94,6 +119,8 @@ class Gateway:
         with trio.CancelScope() as reading:
             conn.read_scope = reading
             try:
+                # Backpressure on replies: no next request while the queue is over its bound.
+                await conn.wait_send_room()
                 message = await conn.ws.get_message()
             except ConnectionClosed:
                 return False
@@ -138,9 +165,25 @@ class Gateway:
         code, reason = (request.code, request.reason) if request else (1000, "")
         if self._draining and request is None:
             code, reason = CloseCode.GOING_AWAY, "server shutting down"
+        METRICS.closes.inc(code)
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
             await ws.aclose(code, reason)
+
+    def statistics(self) -> dict[str, int]:
+        """Open connections and their send queues (for /metrics)."""
+        queued = [conn.statistics() for conn in self._connections]
+        return {
+            "connections": len(queued),
+            "authenticated": sum(1 for conn in self._connections if conn.authenticated),
+            "queued_frames": sum(q["queued"] for q in queued),
+            "queued_bytes": sum(q["queued_bytes"] for q in queued),
+            "max_queued_bytes": max((q["queued_bytes"] for q in queued), default=0),
+        }
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     async def drain(self) -> None:
         """Stop reading, let in-flight requests finish, close every socket with 1001."""

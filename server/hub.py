@@ -7,10 +7,11 @@ that user's connections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from server.bus import Bus, BusMessage, Deliver, Disconnect
 from server.connection import Connection
+from server.metrics import METRICS
 
 
 class Hub:
@@ -19,6 +20,12 @@ class Hub:
         self._by_user: dict[int, set[Connection]] = {}
         #: Connections showing a user's presence (explicit subscriptions, for groups).
         self._watchers: dict[int, set[Connection]] = {}
+        #: Called with every connection that goes away (e.g. live streams drop it).
+        self._on_detach: list[Callable[[Connection], None]] = []
+
+    def on_detach(self, listener: Callable[[Connection], None]) -> None:
+        """Call ``listener(connection)`` from ``detach``; it must not block or raise."""
+        self._on_detach.append(listener)
 
     def attach(self, connection: Connection) -> bool:
         """Register an authenticated connection. True if it is the user's first here."""
@@ -35,6 +42,8 @@ class Hub:
     def detach(self, connection: Connection) -> bool:
         """Forget a connection. True if it was the user's last one here."""
         self.watch(connection, frozenset())
+        for listener in self._on_detach:
+            listener(connection)
         user_id = connection.user_id
         if user_id is None:
             return False
@@ -53,6 +62,7 @@ class Hub:
         if not connections:
             return
         if isinstance(message, Deliver):
+            METRICS.deliveries.inc(len(connections))
             for connection in connections:
                 connection.send_nowait(message.frame)
         elif isinstance(message, Disconnect):

@@ -1,10 +1,16 @@
 """Logging setup: text or JSON lines. Rivet never logs message content, one-time codes,
-passwords or tokens (A2): log calls pass ids and counts only."""
+passwords or tokens (A2): log calls pass ids and counts only.
+
+``Redactor`` is the second line of defence, on the handler so it sees every record,
+libraries' included: extra fields named like a secret or like content are replaced, and
+anything shaped like a Rivet token in a message or a traceback is masked.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -24,8 +30,53 @@ class JsonFormatter(logging.Formatter):
         }
         data.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+
+#: Extra fields that would carry a secret or content; their values never reach a log.
+SECRET_FIELDS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "password",
+        "secret",
+        "login_code",
+        "text",
+        "content",
+        "body",
+        "note",
+        "evidence",
+    }
+)
+#: Access (``v1.``) and refresh (``r1.``) tokens, wherever they appear in a line.
+_TOKEN = re.compile(r"\b[vr]1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]{16,}")
+#: A one-time code passed as ``code`` (error and close codes are ints and pass).
+_CODE_TEXT = re.compile(r"^[0-9]{4,12}$")
+REDACTED = "[redacted]"
+
+
+def redact_text(text: str) -> str:
+    return _TOKEN.sub(REDACTED, text)
+
+
+class Redactor(logging.Filter):
+    """Scrubs every record before it is formatted (A2)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = redact_text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        for key in SECRET_FIELDS & vars(record).keys():
+            setattr(record, key, REDACTED)
+        code = getattr(record, "code", None)
+        if isinstance(code, str) and _CODE_TEXT.match(code):
+            record.code = REDACTED
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 class TextFormatter(logging.Formatter):
@@ -43,6 +94,7 @@ def setup_logging(config: Config) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Redactor())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())

@@ -10,12 +10,32 @@ A conversation the caller cannot see is reported exactly like one that does not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Final, Literal
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import conversation_kind, direct_conversation_id, direct_participants
+from protocol.limits import MAX_LIVE_INVITES, MAX_LIVE_LINKED_GROUPS
+from protocol.live import LiveEndReason, LiveRole
+from protocol.orgs import CopyContent, OrgAuditEvent
 from protocol.requests import Content
+from server.clock import Clock
+from server.org_feed import OrgFeeds
+from server.org_view import _MINT, OrgView
+from server.services.admin import audit_info
+from storage.consent import ConsentChange, consented_at
+from storage.ding_records import Ding as DingRecord
+from storage.orgs import (
+    AuditEntry,
+    JoinRequest,
+    OrganisationStore,
+    OrgMember,
+    RequestKind,
+    RequestStatus,
+)
 from storage.records import Conversation, Entry, Member, RoleName
 
 RECALL_WINDOW_MS: Final = 24 * 3600 * 1000
@@ -201,3 +221,402 @@ def store_for(conv_id: str) -> Literal["cross"]:
     oneself are cross-domain. Organisation-internal conversations (D2) join later."""
     conversation_kind(conv_id)
     return "cross"
+
+
+# --- live streams (L1) ----------------------------------------------------------------------
+#
+# A stream is visible to the members of its groups (the one it started in and those it is
+# linked to), to the users its host invited, and to whoever takes part in it. To anyone else
+# it does not exist: every refusal they get is ``live_not_found``, like an unknown live id.
+
+
+def live_not_found() -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, "no such live stream")
+
+
+def may_go_live(*, conversation: Conversation | None, member: Member | None) -> Member:
+    """Starting a stream in a group, or linking one to it: a current member who may speak
+    there. Under mute-all only the owner and admins may; a muted member may not."""
+    if conversation is None or conversation.kind != "group":
+        raise not_found()
+    member = may_write(member)
+    if member.muted:
+        raise ProtocolError(ErrorCode.MUTED, "you are muted in this group")
+    if conversation.mute_all and member.role == "member":
+        raise ProtocolError(
+            ErrorCode.MUTED, "the group is muted: only its owner and admins may go live"
+        )
+    return member
+
+
+def may_claim_live_groups(taken: Iterable[str]) -> None:
+    """A group has at most one active stream."""
+    busy = sorted(taken)
+    if busy:
+        raise ProtocolError(
+            ErrorCode.LIVE_IN_PROGRESS, f"group {busy[0]} already has a live stream"
+        )
+
+
+def may_link_live(*, linked: int, adding: int) -> None:
+    if linked + adding > MAX_LIVE_LINKED_GROUPS:
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE,
+            f"a live stream links at most {MAX_LIVE_LINKED_GROUPS} groups besides its own",
+        )
+
+
+def may_watch_live(*, is_host: bool, member_of_groups: bool, invited: bool, removed: bool) -> None:
+    """Joining as a viewer: a member of one of the stream's groups, or invited, and not
+    removed by the host. The host takes their own stream back with ``live.resume``."""
+    if removed or not (member_of_groups or invited or is_host):
+        raise live_not_found()
+    if is_host:
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE, "you host this stream: take it back with live.resume"
+        )
+
+
+def may_host_live(*, caller: int, host: int, visible: bool) -> None:
+    """What only the host may do: link, invite, answer hands, remove, resume."""
+    if caller == host:
+        return
+    if not visible:
+        raise live_not_found()
+    raise ProtocolError(ErrorCode.FORBIDDEN, "only the host may do this")
+
+
+def may_end_live(
+    *, caller: int, host: int, origin_member: Member | None, visible: bool
+) -> LiveEndReason:
+    """The host ends their stream; so may the owner and admins of the group it started in."""
+    if caller == host:
+        return "host"
+    if origin_member is not None and origin_member.active and origin_member.role != "member":
+        return "admin"
+    if not visible:
+        raise live_not_found()
+    raise ProtocolError(
+        ErrorCode.FORBIDDEN, "only the host or the group's owner and admins may end the stream"
+    )
+
+
+def may_take_part(role: LiveRole | None) -> LiveRole:
+    """Ops for participants (leave, viewers, likes) need this connection in the stream."""
+    if role is None:
+        raise live_not_found()
+    return role
+
+
+def may_leave_live(role: LiveRole | None) -> None:
+    if may_take_part(role) == "host":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "the host ends the stream with live.end")
+
+
+def may_raise_hand(role: LiveRole | None) -> None:
+    """Viewers ask to co-host; who is on stage already has nothing to ask."""
+    if may_take_part(role) != "viewer":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "you are already on stage")
+
+
+def may_answer_hand(*, raised: bool, accept: bool, cohosts: int, max_cohosts: int) -> None:
+    if not raised:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "that user has not raised a hand")
+    if accept and cohosts >= max_cohosts:
+        raise ProtocolError(
+            ErrorCode.COHOST_LIMIT, f"a live stream has at most {max_cohosts} co-hosts"
+        )
+
+
+def may_remove_from_live(*, host: int, target: int, present: bool) -> None:
+    """The host takes a co-host off the stage, or removes a viewer."""
+    if target == host:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "the host ends the stream with live.end")
+    if not present:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "that user is not in this live stream")
+
+
+def may_invite_live(*, invited: int, adding: int) -> None:
+    if invited + adding > MAX_LIVE_INVITES:
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE, f"a live stream may invite at most {MAX_LIVE_INVITES} users"
+        )
+
+
+def may_signal(*, sender: LiveRole | None, target: LiveRole | None, same_device: bool) -> None:
+    """The WebRTC relay: between two devices of the same stream, one of them on stage (the
+    host or a co-host); viewers do not signal each other through the server. A target that
+    is not such a device is ``not_found`` whether or not it exists anywhere else."""
+    if sender is None:
+        raise live_not_found()
+    if target is None or same_device or (sender == "viewer" and target == "viewer"):
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such device in this live stream")
+
+
+def live_audience(
+    *, members: Iterable[int], invited: Iterable[int], participants: Iterable[int]
+) -> set[int]:
+    """Who hears that a stream started or ended: the members of its groups, the users its
+    host invited and whoever takes part. Counts, hands and signals go to participants only,
+    coalesced (``server.live``), never to every member."""
+    return set(members) | set(invited) | set(participants)
+
+
+# --- platform moderation (C1) ---------------------------------------------------------------
+
+
+def may_report_message(*, reporter: int, member: Member | None, entry: Entry | None) -> Entry:
+    """A user reports a message they can see (a member, current or past, within their window)
+    and did not send. A conversation they are not in is not found, like one that does not
+    exist."""
+    if member is None:
+        raise not_found()
+    visible = (
+        entry is not None
+        and entry.kind == "message"
+        and member.visible_from <= entry.seq
+        and (member.left_seq is None or entry.seq <= member.left_seq)
+    )
+    if entry is None or not visible:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
+    if entry.sender == reporter:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot report your own message")
+    return entry
+
+
+def may_report_user(*, reporter: int, target: int, exists: bool) -> None:
+    if not exists:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
+    if target == reporter:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot report yourself")
+
+
+# --- DING messages (G1-G3) --------------------------------------------------------------------
+#
+# A DING is seen by its sender and, once it went out, by its recipients; to anyone else (and
+# to a recipient before a scheduled DING goes out) it does not exist: ``ding_not_found``.
+
+
+def ding_not_found() -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, "no such DING")
+
+
+def ding_store_for(*, sender: int, recipients: Iterable[int]) -> Literal["cross"]:
+    """Which store keeps a DING (D3): between people of different organisations or none, the
+    cross-domain store. A DING inside one organisation (D2) joins with the organisations
+    issue."""
+    return "cross"
+
+
+def ding_payer(sender: int) -> str:
+    """G2: who pays for a DING's SMS and call steps. A personal sender pays from their
+    monthly allowance (the G2 decision); a sender in an organisation's context will pay from
+    that organisation's package."""
+    return f"user:{sender}"
+
+
+def may_ding(
+    *,
+    sender: int,
+    recipients: Sequence[int],
+    reachable: AbstractSet[int],
+    blocked_by: AbstractSet[int],
+) -> list[int]:
+    """G1: a DING goes to people the sender shares a conversation with (both current
+    members of one single chat or group), never to the sender, and not to someone who
+    blocked the sender (M5). Someone the sender shares nothing with is refused exactly like
+    a user that does not exist, so a DING never reveals who has an account. Returns the
+    recipients without repeats, in the order given."""
+    for index, user in enumerate(recipients):
+        path = f"$.recipients[{index}]"
+        if user == sender:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "you cannot DING yourself", path=path)
+        if user not in reachable:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, "no such user among your conversations", path=path
+            )
+        if user in blocked_by:
+            raise ProtocolError(
+                ErrorCode.BLOCKED, "the recipient does not accept your DINGs", path=path
+            )
+    return list(dict.fromkeys(recipients))
+
+
+def ding_send_time(*, send_at: int | None, now: int, horizon_ms: int) -> int:
+    """When a DING goes out: ``send_at`` if it is in the future (at most ``horizon_ms``
+    ahead), else now."""
+    if send_at is None or send_at <= now:
+        return now
+    if send_at - now > horizon_ms:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, "send_at is too far in the future", path="$.send_at"
+        )
+    return send_at
+
+
+def ding_viewer(ding: DingRecord, caller: int) -> Literal["sender", "recipient"]:
+    """The caller's part in a DING, or ``ding_not_found``."""
+    if caller == ding.sender:
+        return "sender"
+    if ding.state == "sent" and ding.recipient(caller) is not None:
+        return "recipient"
+    raise ding_not_found()
+
+
+def may_cancel_ding(ding: DingRecord, caller: int) -> None:
+    """Only the sender, and only while the DING is scheduled."""
+    if ding_viewer(ding, caller) != "sender":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the sender may cancel a DING")
+    if ding.state != "scheduled":
+        raise ProtocolError(ErrorCode.INVALID_STATE, f"the DING is {ding.state}, not scheduled")
+
+
+def may_answer_ding(ding: DingRecord, caller: int) -> None:
+    """Reading and confirming are for the recipients of a DING that went out."""
+    if ding_viewer(ding, caller) != "recipient":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only a recipient may read or confirm a DING")
+
+
+def may_redding(ding: DingRecord, caller: int, *, now: int, interval_ms: int) -> list[int]:
+    """G3: the sender may DING the recipients who have not confirmed again, once the DING
+    went out, at most once per ``interval_ms`` (counted from the last round). Returns them."""
+    if ding_viewer(ding, caller) != "sender":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the sender may re-DING")
+    if ding.state != "sent":
+        raise ProtocolError(ErrorCode.INVALID_STATE, f"the DING is {ding.state}")
+    unconfirmed = [r.user_id for r in ding.recipients if r.confirmed_at is None]
+    if not unconfirmed:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "every recipient has confirmed")
+    wait_ms = ding.round_at + interval_ms - now
+    if wait_ms > 0:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            "a DING may be sent again once per re-DING interval",
+            retry_after=round(wait_ms / 1000, 3),
+        )
+    return unconfirmed
+
+
+# --- organisations, consent and admin paths (P2-P5, D4, D5, O1, O2) ------------------------------
+
+
+def may_copy(
+    *, spans: Sequence[tuple[int, int | None]], consent: list[ConsentChange], at: int
+) -> bool:
+    """D4, the consent rule: a member's own cross-domain message becomes the organisation's
+    only if, at the moment it was committed, they were a member and had consented.
+    Revoking or leaving stops new copies; copies made before stay."""
+    member_then = any(joined <= at and (left is None or at < left) for joined, left in spans)
+    return member_then and consented_at(consent, at)
+
+
+def copy_content(content: Content) -> CopyContent:
+    """D4: the copy holds only what the member produced. Mentions name other people and a
+    reply quotes someone else's message: neither is copied."""
+    return CopyContent(kind=content.kind, text=content.text, file=content.file)
+
+
+def conversation_ref(key: bytes, org_id: int, conv_id: str) -> str:
+    """An opaque reference to a conversation, stable within one organisation (so admins can
+    group a member's copies by conversation) and unrelated across organisations; it reveals
+    neither the conversation id nor who else is in it."""
+    digest = hmac.new(key, f"{org_id}:{conv_id}".encode(), hashlib.sha256).digest()
+    return digest[:16].hex()
+
+
+def org_not_found() -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, "no such organisation")
+
+
+def admin_view(
+    member: OrgMember | None,
+    permission: str,
+    *,
+    store: OrganisationStore,
+    clock: Clock,
+    feeds: OrgFeeds,
+) -> OrgView:
+    """D5, the one gate of every admin path: an admin of the organisation with the
+    permission gets a view of the organisation's own store, and nothing else. Anyone who is
+    not a current member gets the same ``not_found`` as for an organisation that does not
+    exist; a member without the permission gets ``forbidden``."""
+    if member is None or not member.active:
+        raise org_not_found()
+    if not member.may(permission):
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"this needs the {permission!r} permission")
+    org_id = member.org_id
+
+    def on_audit(entry: AuditEntry) -> None:
+        feeds.publish(org_id, OrgAuditEvent(org=org_id, entry=audit_info(entry)))
+
+    return OrgView(
+        _MINT, store=store, org_id=org_id, admin=member, clock=clock, on_audit=on_audit, feeds=feeds
+    )
+
+
+def invitation_kind(inviter: OrgMember | None) -> tuple[RequestKind, RequestStatus]:
+    """P4: an admin's invitation goes to the user; a member's goes to an admin first."""
+    if inviter is None or not inviter.active:
+        raise org_not_found()
+    if inviter.may("members"):
+        return "invite", "pending_user"
+    return "member_invite", "pending_admin"
+
+
+def may_review(reviewer: OrgMember | None, request: JoinRequest | None) -> JoinRequest:
+    if reviewer is None or not reviewer.active:
+        raise org_not_found()
+    if not reviewer.may("members"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "this needs the 'members' permission")
+    if request is None or request.status != "pending_admin":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "no request waits for an admin")
+    return request
+
+
+def may_answer(caller: int, request: JoinRequest | None) -> JoinRequest:
+    """Only the invited user answers an invitation waiting for them (P4: nobody is added
+    without saying yes)."""
+    if request is None or request.user_id != caller:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such invitation")
+    if request.status != "pending_user":
+        raise ProtocolError(ErrorCode.INVALID_STATE, f"the request is {request.status}")
+    return request
+
+
+def may_remove_member(admin: OrgMember | None, target: OrgMember | None) -> OrgMember:
+    if admin is None or not admin.active:
+        raise org_not_found()
+    if not admin.may("members"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "this needs the 'members' permission")
+    if target is None or not target.active:
+        raise ProtocolError(ErrorCode.NOT_MEMBER)
+    if target.role == "primary":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "the primary admin cannot be removed")
+    return target
+
+
+def may_set_admin(admin: OrgMember | None, target: OrgMember | None) -> OrgMember:
+    if admin is None or not admin.active:
+        raise org_not_found()
+    if not admin.may("admins"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "this needs the 'admins' permission")
+    if target is None or not target.active:
+        raise ProtocolError(ErrorCode.NOT_MEMBER)
+    if target.role == "primary":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "the primary admin's role is fixed")
+    return target
+
+
+def may_leave_org(member: OrgMember | None) -> OrgMember:
+    if member is None or not member.active:
+        raise org_not_found()
+    if member.role == "primary":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "the primary admin cannot leave")
+    return member
+
+
+def may_see_members(member: OrgMember | None) -> OrgMember:
+    """The directory is the organisation's data, for its members."""
+    if member is None or not member.active:
+        raise org_not_found()
+    return member

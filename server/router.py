@@ -17,13 +17,33 @@ import msgspec
 import trio
 
 from protocol import codec
+from protocol import ding as pd
+from protocol import live as pl
+from protocol import moderation as pm
+from protocol import orgs as po
 from protocol import requests as rq
 from protocol.catalog import PRE_AUTH_OPS
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
+from server import policy
 from server.connection import Connection
 from server.context import Context
-from server.ratelimit import KeyedLimiter
-from server.services import contacts, groups, messages, presence, session, settings, sync
+from server.metrics import METRICS
+from server.org_view import OrgView
+from server.services import (
+    admin,
+    contacts,
+    groups,
+    messages,
+    orgs,
+    presence,
+    session,
+    settings,
+    sync,
+)
+from server.services import ding as ding_ops
+from server.services import live as live_ops
+from server.services import moderation as moderation_ops
+from server.throttle import Refusal, Throttle
 from storage import errors as store_errors
 
 log = logging.getLogger(__name__)
@@ -72,7 +92,73 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     rq.Typing: presence.typing,
     rq.SettingsSet: settings.set_notifications,
     rq.ConvMute: settings.mute_conversation,
+    pd.DingSend: ding_ops.send,
+    pd.DingCancel: ding_ops.cancel,
+    pd.DingConfirm: ding_ops.confirm,
+    pd.DingRead: ding_ops.read,
+    pd.DingRedding: ding_ops.redding,
+    pd.DingGet: ding_ops.get,
+    pd.DingListSent: ding_ops.list_sent,
+    pd.DingListReceived: ding_ops.list_received,
+    pl.LiveStart: live_ops.start,
+    pl.LiveLink: live_ops.link,
+    pl.LiveActive: live_ops.active,
+    pl.LiveJoin: live_ops.join,
+    pl.LiveLeave: live_ops.leave,
+    pl.LiveViewers: live_ops.viewers,
+    pl.LiveInvite: live_ops.invite,
+    pl.LiveRaiseHand: live_ops.raise_hand,
+    pl.LiveAnswerHand: live_ops.answer_hand,
+    pl.LiveRemove: live_ops.remove,
+    pl.LiveSignal: live_ops.signal,
+    pl.LiveLike: live_ops.like,
+    pl.LiveEnd: live_ops.end,
+    pl.LiveResume: live_ops.resume,
+    pm.Report: moderation_ops.report,
+    po.OrgCreate: orgs.create,
+    po.OrgGet: orgs.get,
+    po.OrgMine: orgs.mine,
+    po.OrgInvite: orgs.invite,
+    po.OrgApply: orgs.apply,
+    po.OrgReview: orgs.review,
+    po.OrgAnswer: orgs.answer,
+    po.OrgRequests: orgs.requests,
+    po.OrgLeave: orgs.leave,
+    po.OrgRemove: orgs.remove,
+    po.OrgMembers: orgs.members,
+    po.OrgSetAdmin: orgs.set_admin,
+    po.ConsentSet: orgs.set_consent,
+    po.ConsentList: orgs.list_consents,
 }
+
+AdminHandler = Callable[[OrgView, Connection, Any], Awaitable[msgspec.Struct]]
+
+#: D5: every admin path, with the permission it needs. The router hands each one an
+#: ``OrgView`` made by the policy module, never the context or a store.
+ADMIN_HANDLERS: dict[type[rq.Request], tuple[AdminHandler, str]] = {
+    po.AdminSearch: (admin.search, "search"),
+    po.AdminExport: (admin.export, "export"),
+    po.AdminCounts: (admin.counts, "audit"),
+    po.AdminHide: (admin.hide, "moderate"),
+    po.AdminRecall: (admin.recall, "moderate"),
+    po.AdminAudit: (admin.audit, "audit"),
+    po.AdminFeed: (admin.feed, "audit"),
+}
+
+
+def _admin_route(handler: AdminHandler, permission: str) -> Handler:
+    async def route(ctx: Context, conn: Connection, request: Any) -> msgspec.Struct:
+        assert conn.user_id is not None
+        member = await ctx.stores.orgs.get_member(request.org, conn.user_id)
+        view = policy.admin_view(
+            member, permission, store=ctx.stores.orgs, clock=ctx.clock, feeds=ctx.org_feeds
+        )
+        return await handler(view, conn, request)
+
+    return route
+
+
+HANDLERS.update({op: _admin_route(h, p) for op, (h, p) in ADMIN_HANDLERS.items()})
 
 #: Store errors the client can act on, as protocol errors.
 _STORE_ERRORS: dict[type[store_errors.StoreError], ErrorCode] = {
@@ -98,13 +184,19 @@ class Router:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         config = ctx.config
-        self._request_limiter = KeyedLimiter(config.request_rate_per_second, config.request_burst)
+        self.throttle = Throttle(config, message_limiter=ctx.send_limiter)
         self.errors_by_code: dict[int, int] = {}
         self.requests = 0
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
         """Answer one frame with exactly one reply (or close the connection)."""
         self.requests += 1
+        METRICS.requests.inc()
+        # C2: every frame is charged before it is decoded (empty and garbage frames too).
+        refusal = self.throttle.admit_frame(conn.conn_id, trio.current_time())
+        if refusal is not None:
+            self._refuse(conn, refusal, codec.request_id_of(frame))
+            return
         try:
             request = codec.decode_request(frame)
         except ProtocolError as error:
@@ -137,7 +229,7 @@ class Router:
             log.exception("request failed", extra={"op": type(request).__name__})
             self._reply_error(conn, ProtocolError(ErrorCode.INTERNAL), request.rid)
             return
-        conn.send_nowait(codec.encode_ok(request.rid, result))
+        conn.reply_nowait(codec.encode_ok(request.rid, result))
 
     def _admit(self, conn: Connection, request: rq.Request) -> bool:
         """Handshake order and rate limits (C2)."""
@@ -151,24 +243,36 @@ class Router:
             self._reply_error(conn, ProtocolError(ErrorCode.NOT_AUTHENTICATED), request.rid)
             conn.close_soon(CloseCode.PROTOCOL_VIOLATION, "authenticate first")
             return False
-        now = trio.current_time()
-        wait = self._request_limiter.take(conn.conn_id, now)
-        if wait == 0.0 and isinstance(request, rq.MsgSend) and conn.user_id is not None:
-            wait = self.ctx.send_limiter.take(conn.user_id, now)
-        if wait > 0.0:
-            error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=round(wait, 3))
-            self._reply_error(conn, error, request.rid)
+        refusal = self.throttle.admit_op(
+            conn.conn_id, conn.user_id, _op_name(request), trio.current_time()
+        )
+        if refusal is not None:
+            self._refuse(conn, refusal, request.rid)
             return False
         return True
+
+    def _refuse(self, conn: Connection, refusal: Refusal, rid: int | None) -> None:
+        """A frame over budget: ``rate_limited``, and the flood close once strikes run out."""
+        METRICS.rate_limited.inc(refusal.budget)
+        error = ProtocolError(ErrorCode.RATE_LIMITED, retry_after=refusal.retry_after)
+        self._reply_error(conn, error, rid)
+        if refusal.flood:
+            conn.close_soon(CloseCode.FLOOD, "kept sending while rate limited")
 
     def _reply_error(self, conn: Connection, error: ProtocolError, rid: int | None) -> None:
         code = int(error.code)
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
-        conn.send_nowait(codec.encode_error(error, rid))
+        METRICS.errors.inc(code)
+        conn.reply_nowait(codec.encode_error(error, rid))
 
     def forget(self, conn: Connection) -> None:
         """Drop per-connection state when a connection ends."""
-        self._request_limiter.drop(conn.conn_id)
+        self.throttle.forget(conn.conn_id)
+
+
+def _op_name(request: rq.Request) -> str:
+    tag = type(request).__struct_config__.tag
+    return tag if isinstance(tag, str) else ""
 
 
 def _store_message(error: store_errors.StoreError, code: ErrorCode) -> str:

@@ -66,6 +66,11 @@ class PersonalStore(Protocol):
         """Invalidate every token issued so far (A2 logout_all); returns the new generation
         and deletes the user's refresh sessions."""
 
+    async def set_suspended(self, user_id: int, suspended: bool) -> bool:
+        """C1: set or clear the user's ``suspended`` flag (a platform moderator's act). False
+        if there is no such user. Tokens are kept: the server refuses them while the flag is
+        set, and they work again once it is cleared."""
+
     # devices
     async def register_device(self, *, user_id: int, name: str, now: int) -> Device:
         """A new device with the next device id."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.consent import ConsentStore
+from storage.ding import DingStore
 from storage.interfaces import CrossDomainStore, PersonalStore
+from storage.live import LiveStore
+from storage.moderation import ModerationStore
 from storage.orgs import OrganisationStore
 
 
@@ -16,7 +19,13 @@ class Stores:
 
     personal: PersonalStore
     cross: CrossDomainStore
+    #: L1: records of live streams started in cross-domain groups (in the cross database).
+    live: LiveStore
     #: D2: organisations, their members, copies and audit logs (organisations database).
     orgs: OrganisationStore
     #: D1/D4: consent records (in the personal database).
     consent: ConsentStore
+    #: G1-G3: cross-domain DING messages, their steps, outbox and quota (cross database).
+    ding: DingStore
+    #: C1: reports and the moderators' act log (platform data, its own database).
+    moderation: ModerationStore

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 
 from protocol import replies
@@ -11,6 +13,8 @@ from protocol.ids import conversation_kind, direct_conversation_id
 from server import policy
 from server.connection import Connection
 from server.context import Context
+from server.metrics import METRICS
+from server.outbox import org_copy_effect
 from server.services.render import (
     content_body,
     conversation_info,
@@ -70,17 +74,25 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
         ),
         create=create,
         require_member=None if create is not None else caller,
+        # D4: the organisations the sender belongs to now; the outbox relay applies the
+        # consent rule to each at this message's time.
+        effects=org_copy_effect(await ctx.org_index.orgs_of(caller)),
     )
     with trio.CancelScope(shield=True):
         # Once the write may commit, see it through to publication: a cancelled request
         # must not leave a stored message that nobody online was told about.
+        started = time.perf_counter()
         appended = await cross.append(new_entry)
+        METRICS.commit_seconds.observe(time.perf_counter() - started)
+        (METRICS.duplicate_sends if appended.duplicate else METRICS.messages).inc()
         entry = appended.entry
         if not appended.duplicate:
             members = await ctx.members.member_ids(req.conv)
             recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
             ctx.publish_entry(entry, recipients, message_event(entry))
             ctx.pushes.offer(entry, recipients)
+            if new_entry.effects:
+                ctx.outbox.kick()
     return replies.Sent(
         conv=entry.conv_id,
         seq=entry.seq,

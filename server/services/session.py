@@ -45,12 +45,17 @@ def _session(ctx: Context, conn: Connection) -> replies.Session:
 
 async def _bind(ctx: Context, conn: Connection, user: User, device: Device) -> None:
     """Authenticate the connection as ``device`` of ``user``."""
-    if user.suspended:
-        conn.close_soon(CloseCode.ACCOUNT_SUSPENDED, "account suspended")
-        raise ProtocolError(ErrorCode.FORBIDDEN, "account suspended")
+    _refuse_suspended(conn, user)
     conn.user_id = user.user_id
     conn.device_id = device.device_id
     await ctx.stores.personal.touch_device(device.device_id, now=ctx.clock.now_ms())
+
+
+def _refuse_suspended(conn: Connection, user: User) -> None:
+    """C1: a suspended account is refused (2005) and the connection closed (4005)."""
+    if user.suspended:
+        conn.close_soon(CloseCode.ACCOUNT_SUSPENDED, "account suspended")
+        raise ProtocolError(ErrorCode.FORBIDDEN, "account suspended")
 
 
 async def hello(ctx: Context, conn: Connection, req: rq.Hello) -> replies.HelloResult:
@@ -112,6 +117,7 @@ async def verify_code(ctx: Context, conn: Connection, req: rq.LoginVerify) -> re
     user = await ctx.credentials.create_user(
         ctx.stores, phone=req.phone, display_name=req.display_name or ""
     )
+    _refuse_suspended(conn, user)  # before a device is registered or a token issued
     device = await ctx.stores.personal.register_device(
         user_id=user.user_id, name=req.device_name, now=ctx.clock.now_ms()
     )

@@ -11,6 +11,9 @@ from contextlib import asynccontextmanager
 
 from storage.memory.consent import MemoryConsentStore
 from storage.memory.cross import MemoryCrossDomainStore
+from storage.memory.ding import MemoryDingStore
+from storage.memory.live import MemoryLiveStore
+from storage.memory.moderation import MemoryModerationStore
 from storage.memory.orgs import MemoryOrganisationStore
 from storage.memory.personal import MemoryPersonalStore
 from storage.stores import Stores
@@ -24,6 +27,9 @@ async def open_memory_stores() -> AsyncIterator[Stores]:
     yield Stores(
         personal=MemoryPersonalStore(),
         cross=MemoryCrossDomainStore(),
+        ding=MemoryDingStore(),
+        live=MemoryLiveStore(),
         orgs=MemoryOrganisationStore(),
         consent=MemoryConsentStore(),
+        moderation=MemoryModerationStore(),
     )

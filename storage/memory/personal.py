@@ -95,6 +95,13 @@ class MemoryPersonalStore:
             del self._sessions[session_id]
         return user.token_generation
 
+    async def set_suspended(self, user_id: int, suspended: bool) -> bool:
+        user = self._users.get(user_id)
+        if user is None:
+            return False
+        self._users[user_id] = replace(user, suspended=suspended)
+        return True
+
     # devices
 
     async def register_device(self, *, user_id: int, name: str, now: int) -> Device:

@@ -63,6 +63,9 @@ def connect(path: Path, options: DatabaseOptions, *, read_only: bool = False) ->
     )
     try:
         conn.execute(f"PRAGMA synchronous = {options.synchronous}")
+        # Deleted content (recalls, erased accounts, dissolved organisations) is overwritten
+        # in the file, not left in free pages; explicit because builds differ in the default.
+        conn.execute("PRAGMA secure_delete = ON")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:

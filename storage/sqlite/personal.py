@@ -113,6 +113,15 @@ class SqlitePersonalStore:
 
         return await self._writer.run("bump_token_generation", bump_token_generation)
 
+    async def set_suspended(self, user_id: int, suspended: bool) -> bool:
+        def set_suspended(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE users SET suspended = ? WHERE user_id = ?", (int(suspended), user_id)
+            )
+            return cursor.rowcount == 1
+
+        return await self._writer.run("set_suspended", set_suspended)
+
     # devices
 
     async def register_device(self, *, user_id: int, name: str, now: int) -> Device:

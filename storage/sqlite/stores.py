@@ -7,6 +7,7 @@ Layout (``docs/domains.md``)::
         cross.db           D3: single chats, ordinary groups, chat with oneself
         organisations.db   D2: organisations, members, copies, audit logs; rows keyed by
                            organisation (docs/storage-organisations.md)
+        moderation.db      C1: reports and the moderators' act log (platform data)
 
 Each database has its own writer thread and reader pool; a write never spans two of them.
 """
@@ -23,6 +24,9 @@ import trio
 from storage.sqlite.consent import SqliteConsentStore
 from storage.sqlite.cross import SqliteCrossDomainStore
 from storage.sqlite.database import DatabaseOptions, open_database
+from storage.sqlite.ding import SqliteDingStore
+from storage.sqlite.live import SqliteLiveStore
+from storage.sqlite.moderation import SqliteModerationStore
 from storage.sqlite.orgs import SqliteOrganisationStore
 from storage.sqlite.personal import SqlitePersonalStore
 from storage.sqlite.writer import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE
@@ -31,6 +35,7 @@ from storage.stores import Stores
 PERSONAL_DB = "personal.db"
 CROSS_DB = "cross.db"
 ORGANISATIONS_DB = "organisations.db"
+MODERATION_DB = "moderation.db"
 
 
 @asynccontextmanager
@@ -66,12 +71,16 @@ async def open_sqlite_stores(
         open_database(root / PERSONAL_DB, domain="personal", options=options) as personal,
         open_database(root / CROSS_DB, domain="cross", options=options) as cross,
         open_database(root / ORGANISATIONS_DB, domain="organisations", options=options) as orgs,
+        open_database(root / MODERATION_DB, domain="moderation", options=options) as moderation,
     ):
         yield Stores(
             personal=SqlitePersonalStore(personal),
             cross=SqliteCrossDomainStore(cross),
+            ding=SqliteDingStore(cross),
+            live=SqliteLiveStore(cross),
             orgs=SqliteOrganisationStore(orgs),
             consent=SqliteConsentStore(personal),
+            moderation=SqliteModerationStore(moderation),
         )
 
 

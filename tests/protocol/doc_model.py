@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from protocol import events, ids, limits, replies
+from protocol import ding, events, ids, limits, live, replies
 from protocol import types as ptypes
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -252,6 +252,14 @@ NAMED_TYPES: dict[str, Any] = {
     "SystemAction": events.SystemAction,
     "ContactState": replies.ContactState,
     "SyncEvent": events.SyncEvent,
+    "DingId": ding.DingId,
+    "DingChannel": ding.DingChannel,
+    "DingStepState": ding.DingStepState,
+    "DingState": ding.DingState,
+    "LiveId": live.LiveId,
+    "SignalKind": live.SignalKind,
+    "LiveRole": live.LiveRole,
+    "LiveEndReason": live.LiveEndReason,
 }
 
 

@@ -32,6 +32,8 @@ PATTERN_SAMPLES: dict[str, tuple[str, str]] = {
     r"^(d:[1-9][0-9]*:[1-9][0-9]*|s:[1-9][0-9]*|g:[1-9][0-9]*)$": ("g:1", "d:1:" + "9" * 60),
     r"^\+[1-9][0-9]{3,14}$": ("+1000", "+1" + "0" * 14),
     r"^[0-9]+$": ("0000", "0" * 12),
+    r"^x:[1-9][0-9]{0,15}$": ("x:1", "x:9" + "0" * 15),
+    r"^g:[1-9][0-9]*/[1-9][0-9]*$": ("g:1/1", "g:" + "9" * 30 + "/" + "9" * 31),
 }
 WIDE = "\U0001f600"  # four UTF-8 bytes, one code point
 
@@ -126,6 +128,10 @@ PATTERN_STRATEGIES: dict[str, st.SearchStrategy[str]] = {
         lambda n: f"+{n}"
     ),
     r"^[0-9]+$": st.text(alphabet="0123456789", min_size=4, max_size=12),
+    r"^g:[1-9][0-9]*/[1-9][0-9]*$": st.builds(
+        lambda a, b: f"g:{a}/{b}", positive_decimal(), positive_decimal()
+    ),
+    r"^x:[1-9][0-9]{0,15}$": st.integers(min_value=1, max_value=10**16 - 1).map(lambda n: f"x:{n}"),
 }
 
 

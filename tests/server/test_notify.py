@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from msgspec import convert
 
 from server.clock import ManualClock
 from server.notify import (
@@ -27,6 +28,8 @@ from server.notify import (
     outbox_path,
     read_outbox,
 )
+from server.notify.webhook import WebhookNotifier
+from tests.webhook_gateway import Gateway
 
 ALICE = "+8613800000001"
 BOB = "+8613800000002"
@@ -39,12 +42,20 @@ class Backend:
     clock: ManualClock
 
 
-@pytest.fixture(params=["memory", "outbox"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+@pytest.fixture(params=["memory", "outbox", "webhook"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery) -> Backend:
     clock = ManualClock()
     if request.param == "memory":
         memory = MemoryNotifier(clock=clock)
         return Backend(memory, lambda: list(memory.records), clock)
+    if request.param == "webhook":
+        # What a gateway receives, read back as the records the other backends keep.
+        gateway = Gateway()
+        await nursery.start(gateway.serve)
+        webhook = WebhookNotifier(gateway.url, secret="s", clock=clock)
+        return Backend(
+            webhook, lambda: [convert(r.json, NotifyRecord) for r in gateway.received], clock
+        )
     outbox = OutboxNotifier(tmp_path, clock=clock)
     return Backend(outbox, lambda: read_outbox(outbox.path), clock)
 

@@ -1,0 +1,215 @@
+"""DING messages (G1-G3): urgent messages each recipient must confirm, escalating from in-app
+to SMS to a phone call while unconfirmed. Requests, results and events of the feature, joined
+to the protocol's unions in ``protocol.catalog``.
+
+A DING id names the store that keeps the DING: ``x:<n>`` is a DING in the cross-domain store
+(D3), the only kind so far; organisation-internal DINGs (D2) get their own prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from protocol import limits
+from protocol.events import Event
+from protocol.replies import Result
+from protocol.requests import Request
+from protocol.types import ClientMessageId, PageLimit, Timestamp, UserId
+
+#: ``x:<number>``: a DING kept in the cross-domain store.
+DingId = Annotated[str, Meta(min_length=3, max_length=18, pattern=r"^x:[1-9][0-9]{0,15}$")]
+#: How a DING reaches a recipient: the in-app event, an SMS, a phone call.
+DingChannel = Literal["in_app", "sms", "call"]
+#: Where one step of a recipient's escalation stands (``docs/ding.md`` has the table).
+DingStepState = Literal[
+    "scheduled", "handed_over", "sent", "failed", "cancelled", "quota_exhausted"
+]
+DingState = Literal["scheduled", "sent", "cancelled"]
+DingText = Annotated[str, Meta(min_length=1, max_length=limits.MAX_TEXT_CHARS)]
+DelaySeconds = Annotated[int, Meta(ge=0, le=limits.MAX_DING_DELAY_SECONDS)]
+Recipients = Annotated[list[UserId], Meta(min_length=1, max_length=limits.MAX_DING_RECIPIENTS)]
+
+
+def ding_id(number: int) -> str:
+    """The id of DING ``number`` of the cross-domain store."""
+    return f"x:{number}"
+
+
+def ding_number(ding: str) -> int:
+    """The store's number for a DING id (``ValueError`` for another kind of id)."""
+    prefix, _, number = ding.partition(":")
+    if prefix != "x" or not number.isdigit():
+        raise ValueError(f"not a DING id: {ding!r}")
+    return int(number)
+
+
+class DingPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """The escalation of each recipient who has not confirmed: an SMS ``sms_after_s`` seconds
+    after the DING went out, a call ``call_after_s`` seconds after it went out (null: no such
+    step; 0: from the start). The in-app DING always goes out first."""
+
+    sms_after_s: DelaySeconds | None = None
+    call_after_s: DelaySeconds | None = None
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class DingSend(Request, tag="ding.send", frozen=True):
+    """Send a DING to people the caller shares a conversation with. Without ``plan`` the
+    server's default plan applies; with ``send_at`` in the future it goes out then."""
+
+    cmid: ClientMessageId
+    recipients: Recipients
+    text: DingText
+    plan: DingPlan | None = None
+    send_at: Timestamp | None = None
+
+
+class DingCancel(Request, tag="ding.cancel", frozen=True):
+    """Cancel a scheduled DING before it goes out (the sender only)."""
+
+    ding_id: DingId
+
+
+class DingConfirm(Request, tag="ding.confirm", frozen=True):
+    """The recipient confirms: once acknowledged, no further step starts for them."""
+
+    ding_id: DingId
+
+
+class DingRead(Request, tag="ding.read", frozen=True):
+    """The recipient has seen the DING (without confirming it)."""
+
+    ding_id: DingId
+
+
+class DingRedding(Request, tag="ding.redding", frozen=True):
+    """Send the DING again to the recipients who have not confirmed, restarting their
+    escalation (the sender only, at most once per re-DING interval)."""
+
+    ding_id: DingId
+
+
+class DingGet(Request, tag="ding.get", frozen=True):
+    ding_id: DingId
+
+
+class DingListSent(Request, tag="ding.sent", frozen=True):
+    """The caller's DINGs, newest first, before ``before`` (exclusive; null: the newest)."""
+
+    before: DingId | None = None
+    limit: PageLimit = limits.DEFAULT_PAGE
+
+
+class DingListReceived(Request, tag="ding.received", frozen=True):
+    """DINGs the caller received, newest first, before ``before`` (exclusive)."""
+
+    before: DingId | None = None
+    limit: PageLimit = limits.DEFAULT_PAGE
+
+
+DingRequest = (
+    DingSend
+    | DingCancel
+    | DingConfirm
+    | DingRead
+    | DingRedding
+    | DingGet
+    | DingListSent
+    | DingListReceived
+)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class DingStep(Result, frozen=True):
+    """One step of one recipient's escalation."""
+
+    channel: DingChannel
+    round: int
+    state: DingStepState
+    due_at: Timestamp
+    changed_at: Timestamp | None
+
+
+class DingRecipient(Result, frozen=True):
+    """G3: what the sender sees of one recipient."""
+
+    user_id: UserId
+    delivered_at: Timestamp | None
+    read_at: Timestamp | None
+    confirmed_at: Timestamp | None
+    steps: list[DingStep]
+
+
+class DingInfo(Result, frozen=True):
+    """A DING as the caller may see it: the sender sees every recipient, a recipient only
+    themself."""
+
+    ding_id: DingId
+    sender: UserId
+    text: str
+    state: DingState
+    created_at: Timestamp
+    send_at: Timestamp
+    plan: DingPlan
+    round: int
+    round_at: Timestamp
+    recipients: list[DingRecipient]
+
+
+class DingSent(Result, frozen=True):
+    ding: DingInfo
+    duplicate: bool
+
+
+class Ding(Result, frozen=True):
+    ding: DingInfo
+
+
+class DingPage(Result, frozen=True):
+    dings: list[DingInfo]
+    next_before: DingId | None
+
+
+DING_RESULT_TYPES: dict[type[Request], type[Result]] = {
+    DingSend: DingSent,
+    DingCancel: Ding,
+    DingConfirm: Ding,
+    DingRead: Ding,
+    DingRedding: Ding,
+    DingGet: Ding,
+    DingListSent: DingPage,
+    DingListReceived: DingPage,
+}
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class DingEvent(Event, tag="ev.ding", frozen=True):
+    """A DING for the receiving user (a priority event: alert until confirmed). Sent again,
+    with the next ``round``, on a re-DING."""
+
+    ding_id: DingId
+    sender: UserId
+    text: str
+    ts: Timestamp
+    round: int
+
+
+class DingStatusEvent(Event, tag="ev.ding.status", omit_defaults=True, frozen=True):
+    """A DING's state or one recipient's status changed. Pushed to the sender's devices
+    and, for ``recipient``, to that recipient's own devices."""
+
+    ding_id: DingId
+    state: DingState
+    recipient: DingRecipient | None = None
+
+
+DingEvents = DingEvent | DingStatusEvent

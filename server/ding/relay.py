@@ -1,0 +1,179 @@
+"""The outbox relay: hands DING SMS and call steps from the store's outbox to the Notifier.
+
+``DingStore.hand_over`` writes an outbox row in the same transaction that moves a step to
+``handed_over``. This relay claims due rows, calls ``Notifier.send_sms`` or ``place_call``
+with the row's idempotency key (fixed per step), and records the outcome: ``sent`` (the row
+leaves the outbox), a retry later with exponential backoff (the row stays, unclaimed, with
+its next attempt time persisted), or ``failed`` after ``max_attempts`` or a permanent
+refusal. At start every claim is released: rows a killed process had claimed are sent again.
+
+So the guarantee is **at least once per step, with the same key every time**: a crash after
+the provider accepted a step and before ``outbox_sent`` committed repeats it after the
+restart, and the provider drops the repeat by its key. At most ``concurrency`` steps are in
+flight at once; the rest wait in the outbox (backpressure, house habit 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from server.clock import Clock
+from server.notify.interface import Notifier, NotifyError
+from storage.ding import DingStore
+from storage.ding_records import OutboxItem, StepChange
+from storage.interfaces import PersonalStore
+
+log = logging.getLogger(__name__)
+
+#: Characters of a DING's text that go into an SMS or a call.
+MAX_NOTIFY_TEXT = 480
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    #: Steps handed to the Notifier at once.
+    concurrency: int = 8
+    #: Attempts (each possibly retried inside the Notifier) before a step fails for good.
+    max_attempts: int = 8
+    #: Backoff between attempts: ``base * 2**attempt`` seconds, at most ``cap``.
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 300.0
+    #: Longest wait before the outbox is looked at again without being woken.
+    max_sleep_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStatistics:
+    in_flight: int
+    sent: int
+    retried: int
+    failed: int
+
+
+def notify_text(*, channel: str, sender_name: str, text: str) -> str:
+    """What the recipient reads or hears; never includes anything but the DING itself."""
+    body = text if len(text) <= MAX_NOTIFY_TEXT else text[: MAX_NOTIFY_TEXT - 1] + "…"
+    if channel == "call":
+        return f"This is an urgent DING from {sender_name}. {body}"
+    return f"DING from {sender_name}: {body}"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        store: DingStore,
+        personal: PersonalStore,
+        notifier: Notifier,
+        clock: Clock,
+        on_change: Callable[[StepChange], None],
+        options: RelayOptions | None = None,
+    ) -> None:
+        self._store = store
+        self._personal = personal
+        self._notifier = notifier
+        self._clock = clock
+        self._on_change = on_change
+        self._options = options or RelayOptions()
+        self._wake = trio.Event()
+        self._in_flight = 0
+        self._sent = 0
+        self._retried = 0
+        self._failed = 0
+
+    def wake(self) -> None:
+        """New rows are in the outbox: look now."""
+        self._wake.set()
+
+    def statistics(self) -> RelayStatistics:
+        return RelayStatistics(
+            in_flight=self._in_flight, sent=self._sent, retried=self._retried, failed=self._failed
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        released = await self._store.release_claims()
+        if released:
+            log.warning(
+                "re-sending DING steps a previous process had claimed", extra={"n": released}
+            )
+        task_status.started()
+        async with trio.open_nursery() as workers:
+            while True:
+                self._wake = trio.Event()
+                delay = self._options.max_sleep_seconds
+                room = self._options.concurrency - self._in_flight
+                if room > 0:
+                    items = await self._store.claim_outbox(now=self._clock.now_ms(), limit=room)
+                    for item in items:
+                        self._in_flight += 1
+                        workers.start_soon(self._deliver, item)
+                    if items:
+                        continue
+                    upcoming = await self._store.next_outbox_attempt()
+                    if upcoming is not None:
+                        wait = max(0.0, (upcoming - self._clock.now_ms()) / 1000)
+                        delay = min(delay, wait)
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        try:
+            error = await self._call(item)
+            # Record the outcome even while shutting down: a sent step must not be re-sent.
+            with trio.CancelScope(shield=True):
+                change = await self._record(item, error)
+            if change is not None:
+                self._on_change(change)
+        finally:
+            self._in_flight -= 1
+            self._wake.set()
+
+    async def _call(self, item: OutboxItem) -> NotifyError | None:
+        """Hand the step to the Notifier; None when it was accepted."""
+        recipient = await self._personal.get_user(item.user_id)
+        if recipient is None:
+            return NotifyError("the recipient's account is gone", retryable=False)
+        sender = await self._personal.get_user(item.sender)
+        name = sender.display_name if sender is not None and sender.display_name else "Rivet"
+        text = notify_text(channel=item.channel, sender_name=name, text=item.text)
+        try:
+            if item.channel == "sms":
+                await self._notifier.send_sms(
+                    phone=recipient.phone, text=text, idempotency_key=item.idempotency_key
+                )
+            else:
+                await self._notifier.place_call(
+                    phone=recipient.phone, text=text, idempotency_key=item.idempotency_key
+                )
+        except NotifyError as error:
+            return error
+        except Exception as error:  # a broken backend: retry it like a transient failure
+            log.exception("the notifier failed", extra={"step_id": item.step_id})
+            return NotifyError(str(error) or type(error).__name__)
+        return None
+
+    async def _record(self, item: OutboxItem, error: NotifyError | None) -> StepChange | None:
+        now = self._clock.now_ms()
+        if error is None:
+            self._sent += 1
+            return await self._store.outbox_sent(item.step_id, now=now)
+        attempt = item.attempts + 1
+        if not error.retryable or attempt >= self._options.max_attempts:
+            self._failed += 1
+            log.warning(
+                "a DING step failed",
+                extra={"step_id": item.step_id, "attempts": attempt, "reason": str(error)},
+            )
+            return await self._store.outbox_failed(item.step_id, now=now)
+        self._retried += 1
+        backoff = min(
+            self._options.backoff_cap_seconds,
+            self._options.backoff_base_seconds * 2 ** (attempt - 1),
+        )
+        return await self._store.outbox_retry(
+            item.step_id, next_attempt_at=now + int(backoff * 1000), now=now
+        )

@@ -1,0 +1,238 @@
+"""DING ops (G1-G3): send, cancel, confirm, read, re-DING, get and the two lists.
+
+Every decision is asked of ``server.policy``; the DING machinery (timers, outbox relay,
+events) is ``ctx.ding`` (``server.ding.runtime``). A write that may have committed is always
+seen through to its events and timers (shielded), as ``msg.send`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import trio
+
+from protocol import ding as pd
+from protocol import limits
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import direct_conversation_id
+from server import policy
+from server.connection import Connection
+from server.context import Context
+from server.ding.plan import Plan, resolve_plan, round_steps
+from server.ding.render import ding_info
+from storage.ding_records import Ding, NewDing
+
+
+async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
+    caller = _user(conn)
+    runtime = ctx.ding
+    now = ctx.clock.now_ms()
+    reachable = await _reachable(ctx, caller, req.recipients)
+    blocked_by = set()
+    for user in reachable:
+        row = await ctx.stores.personal.get_contact(user, caller)
+        if row is not None and row.state == "blocked":
+            blocked_by.add(user)
+    recipients = policy.may_ding(
+        sender=caller, recipients=req.recipients, reachable=reachable, blocked_by=blocked_by
+    )
+    policy.ding_store_for(sender=caller, recipients=recipients)
+    plan = resolve_plan(req.plan, default=runtime.settings.default_plan)
+    send_at = policy.ding_send_time(
+        send_at=req.send_at, now=now, horizon_ms=limits.MAX_DING_DELAY_SECONDS * 1000
+    )
+    _admit(ctx, recipients)
+    released = send_at == now
+    new = NewDing(
+        sender=caller,
+        payer=policy.ding_payer(caller),
+        text=req.text,
+        cmid=req.cmid,
+        fingerprint=_fingerprint(req, recipients, plan),
+        state="sent" if released else "scheduled",
+        created_at=now,
+        send_at=send_at,
+        sms_after_s=plan.sms_after_s,
+        call_after_s=plan.call_after_s,
+        recipients=tuple(recipients),
+        steps=tuple(round_steps(recipients, start_ms=send_at, plan=plan, released=released)),
+    )
+    with trio.CancelScope(shield=True):
+        created = await runtime.store.create(new)
+        ding = created.ding
+        if not created.duplicate:
+            runtime.schedule(ding)
+            if released:
+                await runtime.publish_round(ding, recipients)
+            ding = await _reload(ctx, ding)
+    return pd.DingSent(ding=ding_info(ding, caller), duplicate=created.duplicate)
+
+
+async def cancel(ctx: Context, conn: Connection, req: pd.DingCancel) -> pd.Ding:
+    caller = _user(conn)
+    ding = await _load(ctx, req.ding_id)
+    policy.may_cancel_ding(ding, caller)
+    with trio.CancelScope(shield=True):
+        cancelled = await ctx.ding.store.cancel(ding.ding_id, now=ctx.clock.now_ms())
+        if cancelled is not None:
+            ctx.ding.publish_state(cancelled)
+    if cancelled is None:
+        # It went out (or was cancelled) since it was read: say so.
+        policy.may_cancel_ding(await _load(ctx, req.ding_id), caller)
+        raise ProtocolError(ErrorCode.INVALID_STATE, "the DING is no longer scheduled")
+    return pd.Ding(ding=ding_info(cancelled, caller))
+
+
+async def confirm(ctx: Context, conn: Connection, req: pd.DingConfirm) -> pd.Ding:
+    """G1: once this reply is sent, no further step starts for the caller."""
+    caller = _user(conn)
+    ding = await _load(ctx, req.ding_id)
+    policy.may_answer_ding(ding, caller)
+    with trio.CancelScope(shield=True):
+        change = await ctx.ding.store.confirm(ding.ding_id, caller, now=ctx.clock.now_ms())
+        if change is not None:
+            ctx.ding.publish_change(change)
+    if change is None:
+        raise policy.ding_not_found()
+    return pd.Ding(ding=ding_info(change.ding, caller))
+
+
+async def read(ctx: Context, conn: Connection, req: pd.DingRead) -> pd.Ding:
+    caller = _user(conn)
+    ding = await _load(ctx, req.ding_id)
+    policy.may_answer_ding(ding, caller)
+    row = ding.recipient(caller)
+    if row is not None and row.read_at is not None:
+        return pd.Ding(ding=ding_info(ding, caller))
+    with trio.CancelScope(shield=True):
+        change = await ctx.ding.store.mark_read(ding.ding_id, caller, now=ctx.clock.now_ms())
+        if change is not None:
+            ctx.ding.publish_change(change)
+    if change is None:
+        raise policy.ding_not_found()
+    return pd.Ding(ding=ding_info(change.ding, caller))
+
+
+async def redding(ctx: Context, conn: Connection, req: pd.DingRedding) -> pd.Ding:
+    """G3: a new round for the recipients who have not confirmed: the in-app DING again now,
+    and their escalation restarted from now by the DING's plan."""
+    caller = _user(conn)
+    runtime = ctx.ding
+    ding = await _load(ctx, req.ding_id)
+    now = ctx.clock.now_ms()
+    interval = runtime.settings.redding_interval_ms
+    unconfirmed = policy.may_redding(ding, caller, now=now, interval_ms=interval)
+    _admit(ctx, unconfirmed)
+    plan = Plan(sms_after_s=ding.sms_after_s, call_after_s=ding.call_after_s)
+    steps = round_steps(unconfirmed, start_ms=now, plan=plan, released=True)
+    shown: Ding | None = None
+    with trio.CancelScope(shield=True):
+        again = await runtime.store.redding(
+            ding.ding_id, expect_round=ding.round, now=now, steps=steps
+        )
+        if again is not None:
+            runtime.schedule(again)
+            await runtime.publish_round(again, unconfirmed)
+            shown = await _reload(ctx, again)
+    if shown is None:
+        # Another re-DING went first: answer as if this one came after it.
+        policy.may_redding(await _load(ctx, req.ding_id), caller, now=now, interval_ms=interval)
+        raise ProtocolError(ErrorCode.INVALID_STATE, "the DING changed: try again")
+    return pd.Ding(ding=ding_info(shown, caller))
+
+
+async def get(ctx: Context, conn: Connection, req: pd.DingGet) -> pd.Ding:
+    caller = _user(conn)
+    ding = await _load(ctx, req.ding_id)
+    if policy.ding_viewer(ding, caller) == "recipient":
+        ding = await _delivered(ctx, ding, caller)
+    return pd.Ding(ding=ding_info(ding, caller))
+
+
+async def list_sent(ctx: Context, conn: Connection, req: pd.DingListSent) -> pd.DingPage:
+    caller = _user(conn)
+    page = await ctx.ding.store.list_sent(caller, before=_before(req.before), limit=req.limit)
+    return _page(page, caller, req.limit)
+
+
+async def list_received(ctx: Context, conn: Connection, req: pd.DingListReceived) -> pd.DingPage:
+    """A recipient listing a DING has it: it counts as delivered (G3)."""
+    caller = _user(conn)
+    page = await ctx.ding.store.list_received(caller, before=_before(req.before), limit=req.limit)
+    page = [await _delivered(ctx, ding, caller) for ding in page]
+    return _page(page, caller, req.limit)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+async def _reachable(ctx: Context, caller: int, users: list[int]) -> set[int]:
+    """Which of ``users`` share a conversation with the caller: both current members of one
+    single chat or group (read from the cross-domain store's memberships)."""
+    cross = ctx.stores.cross
+    mine = {m.conv_id for m in await cross.memberships(caller) if m.active}
+    found: set[int] = set()
+    for user in set(users) - {caller}:
+        if direct_conversation_id(caller, user) in mine or any(
+            m.active and m.conv_id in mine for m in await cross.memberships(user)
+        ):
+            found.add(user)
+    return found
+
+
+def _admit(ctx: Context, recipients: list[int]) -> None:
+    """C2: the per-recipient limit (the per-sender one is the router's ``ding`` budget)."""
+    wait = ctx.ding.limits.admit(recipients, trio.current_time())
+    if wait > 0.0:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            "a recipient has been sent too many DINGs: try later",
+            retry_after=round(wait, 3),
+        )
+
+
+async def _delivered(ctx: Context, ding: Ding, caller: int) -> Ding:
+    row = ding.recipient(caller)
+    if row is None or row.delivered_at is not None:
+        return ding
+    with trio.CancelScope(shield=True):
+        changes = await ctx.ding.store.mark_delivered(
+            ding.ding_id, [caller], now=ctx.clock.now_ms()
+        )
+        for change in changes:
+            ctx.ding.publish_change(change)
+    return changes[0].ding if changes else ding
+
+
+async def _load(ctx: Context, ding_id: str) -> Ding:
+    ding = await ctx.ding.store.get(pd.ding_number(ding_id))
+    if ding is None:
+        raise policy.ding_not_found()
+    return ding
+
+
+async def _reload(ctx: Context, ding: Ding) -> Ding:
+    """``ding`` as stored now (after the events it caused, e.g. deliveries)."""
+    fresh = await ctx.ding.store.get(ding.ding_id)
+    return fresh if fresh is not None else ding
+
+
+def _before(cursor: str | None) -> int | None:
+    return None if cursor is None else pd.ding_number(cursor)
+
+
+def _page(dings: list[Ding], caller: int, limit: int) -> pd.DingPage:
+    next_before = pd.ding_id(dings[-1].ding_id) if len(dings) == limit else None
+    return pd.DingPage(dings=[ding_info(d, caller) for d in dings], next_before=next_before)
+
+
+def _fingerprint(req: pd.DingSend, recipients: list[int], plan: Plan) -> bytes:
+    """What a resend with the same cmid must repeat to count as the same DING."""
+    shape = [sorted(recipients), req.text, plan.sms_after_s, plan.call_after_s, req.send_at]
+    return hashlib.sha256(msgspec.msgpack.encode(shape)).digest()
+
+
+def _user(conn: Connection) -> int:
+    assert conn.user_id is not None
+    return conn.user_id

@@ -1,0 +1,153 @@
+"""``DingStore``: where DING messages, their escalation steps, the SMS/call outbox and the
+quota ledger live (G1-G3). Records are in ``storage.ding_records``.
+
+The cross-domain DINGs (D3) are kept in the cross-domain database (``cross.db``); an
+organisation's internal DINGs and its DING package (D2) will be kept in that organisation's
+database, behind this same interface. Every implementation runs
+``tests/storage/test_ding_conformance.py``.
+
+Contracts, beyond those of ``storage.interfaces`` (one transaction per method, durable
+before it returns, nothing stored if it raises, a cancelled write may still commit):
+
+* **The transactional outbox.** ``hand_over`` moves a due SMS or call step to
+  ``handed_over`` and writes its outbox row in the same transaction; the row leaves the
+  outbox only with the step's next state (``outbox_sent``, ``outbox_failed``, or a
+  ``confirm`` that withdraws it). So a step is never handed over without its row, and a row
+  is never lost: after a crash, ``release_claims`` makes every row claimable again.
+* **Confirm stops escalation.** ``confirm`` cancels the recipient's scheduled steps and
+  withdraws their unclaimed outbox rows in its transaction; ``hand_over`` only moves
+  ``scheduled`` steps. Once ``confirm`` has returned, no step of that recipient is handed
+  over, and only a row a relay had already claimed can still reach the provider.
+* **Quota.** ``hand_over`` charges an SMS or call step one unit of its ``QuotaCharge`` in
+  the same transaction, or marks it ``quota_exhausted`` if the balance is used up;
+  withdrawing a handed-over step gives its unit back.
+* Stores decide nothing: who may DING whom, which plan and which payer are decided by the
+  server (``server.policy``, ``server.ding``); the checks here are integrity ones
+  (idempotency, the state a transition starts from, the quota balance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from storage.ding_records import (
+    ChannelName,
+    Ding,
+    DingCreated,
+    DingStep,
+    HandOver,
+    NewDing,
+    NewStep,
+    OutboxItem,
+    QuotaBalance,
+    QuotaCharge,
+    StepChange,
+)
+
+
+class DingStore(Protocol):
+    async def create(self, new: NewDing) -> DingCreated:
+        """Store a DING with its recipients and steps. A (sender, cmid) seen before returns
+        the original with ``duplicate=True`` and writes nothing, or raises
+        ``IdempotencyConflict`` if its fingerprint differs."""
+
+    async def get(self, ding_id: int) -> Ding | None: ...
+
+    async def list_sent(self, sender: int, *, before: int | None, limit: int) -> list[Ding]:
+        """The sender's DINGs with ``ding_id < before`` (all when None), newest first."""
+
+    async def list_received(self, user_id: int, *, before: int | None, limit: int) -> list[Ding]:
+        """DINGs in state ``sent`` that have ``user_id`` as a recipient, with
+        ``ding_id < before``, newest first."""
+
+    async def pending_steps(
+        self, *, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int]]:
+        """(due_at, step_id) of ``scheduled`` steps, ascending, after the pair ``after``:
+        pages through everything the scheduler must wait for (after a restart too)."""
+
+    async def steps(self, step_ids: Sequence[int]) -> list[DingStep]:
+        """The steps that exist among ``step_ids``, in step id order."""
+
+    async def payers(self, ding_ids: Sequence[int]) -> dict[int, str]:
+        """The payer of each DING that exists among ``ding_ids``."""
+
+    async def hand_over(
+        self,
+        step_ids: Sequence[int],
+        *,
+        now: int,
+        charges: Mapping[tuple[str, ChannelName], QuotaCharge],
+    ) -> HandOver:
+        """Move each of ``step_ids`` that is still ``scheduled``, in (due_at, channel, step id)
+        order: an in-app step to ``sent`` (releasing its DING if it was ``scheduled``); an SMS
+        or call step of a confirmed recipient or of a cancelled DING to ``cancelled``; any other
+        SMS or call step charged ``charges[(payer, channel)]`` and moved to ``handed_over``
+        with its outbox row (due at ``now``), or to ``quota_exhausted``. Steps in other states
+        are left alone (a timer that fires late or twice is harmless)."""
+
+    async def confirm(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
+        """Record the recipient's confirmation (and delivery and reading, if not yet), cancel
+        their ``scheduled`` steps and withdraw their unclaimed outbox rows (those steps become
+        ``cancelled``, their quota units given back). None if ``user_id`` is no recipient of
+        the DING. Confirming twice keeps the first time and changes nothing."""
+
+    async def mark_read(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
+        """Set ``read_at`` (and ``delivered_at``) if not set. None if no such recipient."""
+
+    async def mark_delivered(
+        self, ding_id: int, user_ids: Sequence[int], *, now: int
+    ) -> list[StepChange]:
+        """Set ``delivered_at`` of each recipient among ``user_ids`` that has none; returns
+        the recipients that changed."""
+
+    async def cancel(self, ding_id: int, *, now: int) -> Ding | None:
+        """A ``scheduled`` DING becomes ``cancelled`` with every scheduled step. None if the
+        DING does not exist or is not ``scheduled`` (it went out, or was cancelled)."""
+
+    async def redding(
+        self, ding_id: int, *, expect_round: int, now: int, steps: Sequence[NewStep]
+    ) -> Ding | None:
+        """Start round ``expect_round + 1`` at ``now``: cancel the ``scheduled`` steps of the
+        recipients ``steps`` name and add ``steps`` to that round. None if the DING is not in
+        round ``expect_round`` and ``sent`` (another re-DING won the race)."""
+
+    # the outbox of SMS and call steps
+
+    async def claim_outbox(self, *, now: int, limit: int) -> list[OutboxItem]:
+        """Claim up to ``limit`` unclaimed rows with ``next_attempt_at <= now``, oldest
+        first. A claimed row is the relay's until it reports the outcome."""
+
+    async def next_outbox_attempt(self) -> int | None:
+        """The earliest ``next_attempt_at`` of an unclaimed row, or None."""
+
+    async def outbox_sent(self, step_id: int, *, now: int) -> StepChange | None:
+        """The provider accepted the step: delete its row, step -> ``sent``. None if the row
+        is gone."""
+
+    async def outbox_retry(
+        self, step_id: int, *, next_attempt_at: int, now: int
+    ) -> StepChange | None:
+        """A transient failure: count the attempt and release the claim until
+        ``next_attempt_at``. None if the row is gone."""
+
+    async def outbox_failed(self, step_id: int, *, now: int) -> StepChange | None:
+        """The provider refused the step for good: delete its row, step -> ``failed`` (the
+        unit stays used: the provider may have charged it). None if the row is gone."""
+
+    async def release_claims(self) -> int:
+        """Release every claim (at start: the relay that held them is gone); returns how
+        many."""
+
+    # the quota ledger (G2)
+
+    async def quota_balance(
+        self, account: str, channel: ChannelName, period: str
+    ) -> QuotaBalance | None: ...
+
+    async def top_up(
+        self, account: str, channel: ChannelName, period: str, *, units: int
+    ) -> QuotaBalance:
+        """Add ``units`` to the balance of ``account`` for ``channel`` in ``period`` (an
+        organisation's package bought by its admins), creating it with 0 granted first."""
