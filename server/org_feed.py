@@ -26,6 +26,12 @@ class OrgFeeds:
         if not watchers:
             del self._watchers[org_id]
 
+    def drop_user(self, org_id: int, user_id: int) -> None:
+        """D5: a user who is no longer an admin with the feed's permission stops getting it
+        at once (their connections are unsubscribed, not closed)."""
+        for connection in [c for c in self._watchers.get(org_id, ()) if c.user_id == user_id]:
+            self.watch(org_id, connection, on=False)
+
     def forget(self, connection: Connection) -> None:
         for org_id in [o for o, w in self._watchers.items() if connection in w]:
             self.watch(org_id, connection, on=False)

@@ -504,10 +504,14 @@ def may_copy(
     *, spans: Sequence[tuple[int, int | None]], consent: list[ConsentChange], at: int
 ) -> bool:
     """D4, the consent rule: a member's own cross-domain message becomes the organisation's
-    only if, at the moment it was committed, they were a member and had consented.
-    Revoking or leaving stops new copies; copies made before stay."""
-    member_then = any(joined <= at and (left is None or at < left) for joined, left in spans)
-    return member_then and consented_at(consent, at)
+    only if, at the moment it was committed, they were a member and had consented during
+    that membership. Revoking or leaving stops new copies; copies made before stay. Consent
+    does not outlive a membership: after leaving and rejoining, nothing is copied until the
+    member consents again (rejoining, like any acceptance, never grants consent)."""
+    for joined, left in spans:
+        if joined <= at and (left is None or at < left):
+            return consented_at([c for c in consent if c.at >= joined], at)
+    return False
 
 
 def copy_content(content: Content) -> CopyContent:

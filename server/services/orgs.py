@@ -99,6 +99,9 @@ async def invite(ctx: Context, conn: Connection, req: po.OrgInvite) -> po.JoinRe
     if await ctx.stores.personal.get_user(req.user) is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     await _not_a_member(ctx, req.org, req.user)
+    pending = await _pending_request(ctx, req.org, req.user)
+    if pending is not None:
+        return po.JoinRequestResult(request=_request_info(pending))
     request = await ctx.stores.orgs.create_request(
         req.org,
         user_id=req.user,
@@ -119,6 +122,9 @@ async def apply(ctx: Context, conn: Connection, req: po.OrgApply) -> po.JoinRequ
     caller = _user(conn)
     org = await _org(ctx, req.org)
     await _not_a_member(ctx, req.org, caller)
+    pending = await _pending_request(ctx, req.org, caller)
+    if pending is not None:
+        return po.JoinRequestResult(request=_request_info(pending))
     request = await ctx.stores.orgs.create_request(
         req.org,
         user_id=caller,
@@ -179,6 +185,7 @@ async def answer(ctx: Context, conn: Connection, req: po.OrgAnswer) -> po.JoinRe
         raise ProtocolError(ErrorCode.INVALID_STATE, "the request was answered meanwhile")
     if req.accept:
         await _admit(ctx, updated)
+    await _notify(ctx, updated)
     return po.JoinRequestResult(request=_request_info(updated))
 
 
@@ -199,6 +206,7 @@ async def leave(ctx: Context, conn: Connection, req: po.OrgLeave) -> Done:
     policy.may_leave_org(await ctx.stores.orgs.get_member(req.org, caller))
     await ctx.stores.orgs.remove_member(req.org, caller, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(caller)
+    ctx.org_feeds.drop_user(req.org, caller)
     return Done()
 
 
@@ -208,6 +216,7 @@ async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
     policy.may_remove_member(admin, await ctx.stores.orgs.get_member(req.org, req.user))
     await ctx.stores.orgs.remove_member(req.org, req.user, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(req.user)
+    ctx.org_feeds.drop_user(req.org, req.user)
     await _admin_act(ctx, admin, "remove", f"user:{req.user}")
     return Done()
 
@@ -237,6 +246,8 @@ async def set_admin(ctx: Context, conn: Connection, req: po.OrgSetAdmin) -> Done
     policy.may_set_admin(admin, await ctx.stores.orgs.get_member(req.org, req.user))
     permissions = frozenset(req.permissions) if req.role == "admin" else frozenset()
     await ctx.stores.orgs.set_role(req.org, req.user, role=req.role, permissions=permissions)
+    if "audit" not in permissions:
+        ctx.org_feeds.drop_user(req.org, req.user)
     target = f"user:{req.user}:{req.role}:{','.join(sorted(permissions))}"
     await _admin_act(ctx, admin, "set_admin", target, permission="admins")
     return Done()
@@ -247,6 +258,10 @@ async def set_consent(ctx: Context, conn: Connection, req: po.ConsentSet) -> po.
     personal domain. It applies to messages committed from that moment."""
     caller = _user(conn)
     await _org(ctx, req.org)
+    member = await ctx.stores.orgs.get_member(req.org, caller)
+    if req.granted and (member is None or not member.active):
+        # Consent counts only within a membership (policy.may_copy); revoking is always fine.
+        raise ProtocolError(ErrorCode.NOT_MEMBER, "join the organisation before consenting")
     change = await ctx.stores.consent.set_consent(
         user_id=caller, org_id=req.org, granted=req.granted, now=ctx.clock.now_ms()
     )
@@ -264,6 +279,15 @@ async def list_consents(ctx: Context, conn: Connection, req: po.ConsentList) -> 
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+async def _pending_request(ctx: Context, org_id: int, user_id: int) -> JoinRequest | None:
+    """A request for this user still waiting for someone: asking again returns it, so
+    invitations and applications are safe to retry."""
+    for request in await ctx.stores.orgs.list_requests(org_id, user_id=user_id):
+        if request.status in ("pending_user", "pending_admin"):
+            return request
+    return None
 
 
 async def _not_a_member(ctx: Context, org_id: int, user_id: int) -> None:
@@ -302,11 +326,15 @@ async def _notify(ctx: Context, request: JoinRequest) -> None:
     if request.status == "pending_user":
         ctx.publish([request.user_id], event)
     elif request.status == "pending_admin":
-        admins = [
-            m.user_id
-            for m in await ctx.stores.orgs.list_members(request.org_id, after_user=0, limit=500)
-            if m.may("members")
-        ]
+        admins: list[int] = []
+        after = 0
+        while True:
+            page = await ctx.stores.orgs.list_members(request.org_id, after_user=after, limit=500)
+            admins.extend(m.user_id for m in page if m.may("members"))
+            if len(page) < 500:
+                break
+            after = page[-1].user_id
         ctx.publish(admins, event)
     else:
-        ctx.publish([request.user_id], event)
+        # Decided: the person who asked (the inviter, or the applicant) and the user.
+        ctx.publish({request.inviter, request.user_id}, event)

@@ -327,3 +327,46 @@ async def test_p2_operator_verifies_and_names_stay_unique_and_admin_exports_to_a
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["content"]["text"] for r in rows] == ["m0", "m1", "m2"]
         assert all(r["member"] == member.user_id for r in rows)
+
+
+async def test_d4_rejoining_needs_new_consent_and_d5_feed_stops_for_a_removed_admin(
+    tmp_path: Path,
+) -> None:
+    async with open_world(tmp_path, "memory") as w:
+        for name in ("admin", "auditor", "member", "friend"):
+            await w.user(name)
+        org = await w.create_org("admin", "Acme")
+        with pytest.raises(RivetError) as outsider:
+            await w.consent("member", org, True)
+        assert outsider.value.code == ErrorCode.NOT_MEMBER  # consent only as a member
+        await w.join(org, "admin", "member")
+        await w.join(org, "admin", "auditor")
+        await w.call(
+            "admin",
+            po.OrgSetAdmin(
+                rid=0, org=org, user=w.uid("auditor"), role="admin", permissions=["audit"]
+            ),
+        )
+        again = await w.call("admin", po.OrgInvite(rid=0, org=org, user=w.uid("friend")))
+        twice = await w.call("admin", po.OrgInvite(rid=0, org=org, user=w.uid("friend")))
+        assert again.request.request_id == twice.request.request_id  # retry-safe
+        chat = direct_conversation_id(w.uid("member"), w.uid("friend"))
+        async with RivetClient.connect(w.url, w.users["auditor"]) as auditor:
+            await auditor.request(po.AdminFeed(rid=0, org=org, on=True))
+            await w.consent("member", org, True)
+            await w.say("member", chat, "first membership")
+            await w.settle()
+            with trio.fail_after(5):
+                while not isinstance(event := await auditor.next_event(), po.OrgCopyEvent):
+                    pass
+            assert event.copy.content is not None and event.copy.content.text == "first membership"
+            await w.call("admin", po.OrgRemove(rid=0, org=org, user=w.uid("auditor")))
+            await w.call("member", po.OrgLeave(rid=0, org=org))
+            w.clock.advance(1)
+            await w.join(org, "admin", "member")
+            await w.say("member", chat, "after rejoining, no consent yet")
+            await w.consent("member", org, True)
+            await w.say("member", chat, "consented again")
+            await w.settle()
+            assert await texts(w, "admin", org) == ["first membership", "consented again"]
+            assert w.server.ctx.org_feeds.watching(org) == 0  # the removed admin's feed stopped

@@ -130,3 +130,22 @@ def test_read_entries_go_to_the_reader_in_groups_and_to_the_peer_in_single_chats
     assert policy.entry_recipients(direct, read_direct, [1, 2], departed=()) == {1, 2}
     removal = Entry(stream=6, conv_id="g:1", seq=4, kind="system", sender=1, ts=0)
     assert policy.entry_recipients(GROUP, removal, [1, 3], departed=(2,)) == {1, 2, 3}
+
+
+def test_d4_may_copy_needs_membership_and_consent_given_during_it() -> None:
+    from storage.consent import ConsentChange
+
+    def change(at: int, granted: bool) -> ConsentChange:
+        return ConsentChange(user_id=5, org_id=1, granted=granted, at=at)
+
+    spans = [(100, 200), (300, None)]
+    consent = [change(110, True), change(150, False), change(310, True)]
+    assert not policy.may_copy(spans=spans, consent=consent, at=105)  # before consenting
+    assert policy.may_copy(spans=spans, consent=consent, at=120)
+    assert not policy.may_copy(spans=spans, consent=consent, at=160)  # revoked
+    assert not policy.may_copy(spans=spans, consent=consent, at=250)  # not a member
+    assert policy.may_copy(spans=spans, consent=consent, at=320)
+    # A grant from an earlier membership does not carry over to a new one.
+    assert not policy.may_copy(spans=spans, consent=[change(110, True)], at=320)
+    # Nor does one given before joining.
+    assert not policy.may_copy(spans=[(300, None)], consent=[change(250, True)], at=320)
