@@ -235,6 +235,10 @@ class ServerSpec:
     #: Called with the fresh (empty) data directory before the server starts, e.g. to put
     #: users made with ``rivet users bulk`` in it.
     prepare: Callable[[Path], None] | None = None
+    #: Text the server prints once it is listening. When given, readiness is read from the
+    #: log instead of probed with a TCP connection: a connection that closes before its
+    #: WebSocket handshake can hold a server's shutdown until its handshake deadline.
+    ready_text: str | None = None
 
     def render(self, host: str, port: int, data_dir: Path) -> list[str]:
         values = {"python": sys.executable, "host": host, "port": port, "data_dir": data_dir}
@@ -306,16 +310,31 @@ def _log_tail(path: Path | None, lines: int = 30) -> str:
     return f"\n--- last lines of {path} ---\n" + "\n".join(tail)
 
 
-def _wait_accepting(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> None:
+def _wait_accepting(
+    proc: subprocess.Popen[bytes],
+    host: str,
+    port: int,
+    timeout: float,
+    ready: tuple[Path, int, str] | None = None,
+) -> None:
+    """Until the server accepts: ``ready`` is (log, offset, text): the text printed in the
+    log after ``offset`` (a restarted server appends to its predecessor's log)."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise ServerError(f"exited with status {proc.returncode} before accepting")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            pass
+        if ready is not None:
+            log_path, offset, text = ready
+            with open(log_path, "rb") as log:
+                log.seek(offset)
+                if text.encode() in log.read():
+                    return
+        else:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                pass
         if time.monotonic() > deadline:
             raise ServerError(f"not accepting on {host}:{port} after {timeout:g} s")
         time.sleep(0.05)
@@ -368,6 +387,7 @@ def start_server(
     port = free_port(host) if port is None else port
     argv = spec.render(host, port, data_dir)
     env = {**os.environ, **spec.env}
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -375,7 +395,8 @@ def start_server(
         if cpus is not None:
             os.sched_setaffinity(proc.pid, cpus)
         try:
-            _wait_accepting(proc, host, port, spec.ready_timeout)
+            ready = None if spec.ready_text is None else (log_path, offset, spec.ready_text)
+            _wait_accepting(proc, host, port, spec.ready_timeout, ready)
         except ServerError as exc:
             raise ServerError(f"server {spec.name}: {exc}" + _log_tail(log_path)) from None
         handle = ServerHandle(

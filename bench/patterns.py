@@ -341,6 +341,12 @@ def request_reply(
         **_latency_figures("latency", _latencies(sent, received, win)),
         **_server_figures(win, units, memory),
     }
+    # A workload whose replies are not its unit (Rivet's acks) may report their latencies.
+    acks = array("q")
+    for i in run.indices:
+        acks.extend(results[i]["result"].get("ack_latency_ns", ()))
+    if acks:
+        figures.update(_latency_figures("ack_latency", iter(acks)))
     return CaseResult(
         unit=unit,
         figures=figures,

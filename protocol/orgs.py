@@ -117,6 +117,22 @@ class OrgSetAdmin(Request, tag="org.set_admin", frozen=True):
     )
 
 
+class OrgDissolve(Request, tag="org.dissolve", frozen=True):
+    """O4, step one: the primary admin asks; the reply says what would be deleted and
+    carries a confirmation token valid for a few minutes. Nothing is deleted yet."""
+
+    org: OrgId
+
+
+class OrgDissolveConfirm(Request, tag="org.dissolve_confirm", frozen=True):
+    """O4, step two: with the token, dissolution starts. The organisation is gone for every
+    path at once; its store is deleted by a job that finishes after a crash. Cross-domain
+    conversations stay with their participants."""
+
+    org: OrgId
+    token: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TOKEN_CHARS)]
+
+
 # --- consent (D4) ------------------------------------------------------------------------------
 
 
@@ -256,6 +272,20 @@ class OrgMemberPage(Result, frozen=True):
     next_after: int | None
 
 
+class DissolutionSummary(Result, frozen=True):
+    """What dissolving deletes: the organisation's members (their memberships only), its
+    copies of members' messages, join requests and audit log."""
+
+    org: OrgId
+    name: str
+    members: int
+    copies: int
+    requests: int
+    audit_entries: int
+    token: str
+    expires_at: Timestamp
+
+
 class ConsentState(Result, frozen=True):
     org: OrgId
     granted: bool
@@ -354,6 +384,8 @@ OrgRequest = (
     | OrgRemove
     | OrgMembers
     | OrgSetAdmin
+    | OrgDissolve
+    | OrgDissolveConfirm
     | ConsentSet
     | ConsentList
     | AdminSearch
@@ -380,6 +412,8 @@ ORG_RESULT_TYPES: dict[type[Request], type[Result]] = {
     OrgRemove: Done,
     OrgMembers: OrgMemberPage,
     OrgSetAdmin: Done,
+    OrgDissolve: DissolutionSummary,
+    OrgDissolveConfirm: Done,
     ConsentSet: ConsentState,
     ConsentList: Consents,
     AdminSearch: CopyPage,

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import cast
 
 import trio
 from trio_websocket import serve_websocket
 
 from protocol import limits
+from server import encryption
 from server.auth import ServerKeys
 from server.bus import MemoryBus
 from server.clock import Clock, SystemClock
@@ -26,8 +28,10 @@ from server.config import Config
 from server.context import Context, bus_publisher, publish_event
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
+from server.dissolution import Dissolver
 from server.gateway import Gateway
 from server.hub import Hub
+from server.isolation import IsolatedNursery
 from server.live import LiveRuntime
 from server.maintenance import prune_idempotency_keys
 from server.membership import MemberCache
@@ -73,12 +77,14 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def open_stores(config: Config) -> AsyncIterator[Stores]:
+async def open_stores(config: Config, *, seal: bool = True) -> AsyncIterator[Stores]:
+    """The configured stores; with ``seal`` (always, but for ``rivet keys rewrap``) content
+    is sealed at rest under the master key (A3, ``server.encryption``)."""
     if config.store == "memory":
         from storage.memory import open_memory_stores
 
         async with open_memory_stores() as stores:
-            yield stores
+            yield await encryption.sealed(config, stores) if seal else stores
     else:
         from storage.sqlite import open_sqlite_stores
 
@@ -87,7 +93,7 @@ async def open_stores(config: Config) -> AsyncIterator[Stores]:
             synchronous=config.sqlite_synchronous,
             max_page_count=config.sqlite_max_page_count,
         ) as stores:
-            yield stores
+            yield await encryption.sealed(config, stores) if seal else stores
 
 
 def build_context(
@@ -124,6 +130,7 @@ def build_context(
             config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
         ),
         org_index=OrgIndex(stores.orgs),
+        dissolver=Dissolver(stores.orgs),
         org_feeds=org_feeds,
         outbox=OutboxRelay(
             cross=stores.cross,
@@ -160,6 +167,7 @@ async def serve(
             await background.start(ctx.receipts.run)
             await background.start(ctx.pushes.run)
             await background.start(ctx.outbox.run)
+            await background.start(ctx.dissolver.run)
             await background.start(ctx.ordered.run)
             await background.start(prune_idempotency_keys, ctx.stores, clock)
             await background.start(ctx.ding.run)
@@ -179,7 +187,7 @@ async def serve(
                             config.host,
                             config.port,
                             tls,
-                            handler_nursery=handlers,
+                            handler_nursery=cast(trio.Nursery, IsolatedNursery(handlers)),
                             max_message_size=limits.MAX_FRAME_BYTES,
                             # The HTTP upgrade (and TLS) must finish within the deadline too.
                             connect_timeout=config.handshake_deadline,

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import trio
 
-from server import cli_moderate, cli_org
+from server import cli_keys, cli_moderate, cli_org
 from server.app import RunningServer, open_stores, serve
 from server.cli_ding import add_ding_flags, ding_overrides
 from server.clock import SystemClock
@@ -51,6 +51,12 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--port", type=int, help="port to listen on (default 8765; 0 picks a free one)")
     p.add_argument(
         "--data-dir", type=Path, help="databases, keys and the outbox (default ./rivet-data)"
+    )
+    p.add_argument(
+        "--master-key-file",
+        type=Path,
+        help="A3: file holding the master key (or RIVET_MASTER_KEY; default "
+        "<data-dir>/keys/master.key, created on first start)",
     )
     p.add_argument("--store", choices=["sqlite", "memory"], help="storage backend (default sqlite)")
     p.add_argument(
@@ -164,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--last", type=int, help="only the last N")
     cli_moderate.add_parser(sub)
     cli_org.add_parser(sub)
+    cli_keys.add_parser(sub)
     return parser
 
 
@@ -175,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(_cmd_users, args)
     if args.command == "moderate":
         return trio.run(cli_moderate.run, args)
+    if args.command == "keys":
+        return trio.run(cli_keys.run, args)
     if args.command == "org":
         return trio.run(cli_org.run, args)
     if args.command == "outbox":
@@ -216,6 +225,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "tls_key",
             "sqlite_max_page_count",
             "moderation_poll_seconds",
+            "master_key_file",
         )
     }
     overrides.update(ding_overrides(args))

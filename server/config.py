@@ -73,6 +73,10 @@ class Config:
     #: Built-in TLS: PEM certificate chain and private key; with both, clients use wss://.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: A3: a file holding the master key that wraps the data keys (base64, mode 0600). The
+    #: RIVET_MASTER_KEY environment variable may give it instead; with neither, the key is
+    #: ``<data_dir>/keys/master.key``, created on first start (docs/encryption.md).
+    master_key_file: Path | None = None
     #: A hard ceiling on each SQLite database, in pages (4 KiB each by default): past it
     #: writes fail with storage_full (4002) and nothing is stored. None: no ceiling.
     sqlite_max_page_count: int | None = None
@@ -134,7 +138,7 @@ class Config:
         chosen = {k: v for k, v in overrides.items() if v is not None}
         if "data_dir" in chosen:
             chosen["data_dir"] = Path(chosen["data_dir"])
-        for key in ("tls_cert", "tls_key"):
+        for key in ("tls_cert", "tls_key", "master_key_file"):
             if key in chosen:
                 chosen[key] = Path(chosen[key])
         if isinstance(chosen.get("allowed_origins"), str):

@@ -12,6 +12,7 @@ from server.clock import Clock
 from server.config import Config
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
+from server.dissolution import Dissolver
 from server.hub import Hub
 from server.live import LiveRuntime
 from server.membership import MemberCache
@@ -58,6 +59,8 @@ class Context:
     org_feeds: OrgFeeds
     #: D4: carries out effects across stores (organisation copies) after they commit.
     outbox: OutboxRelay
+    #: O4: the resumable job that deletes dissolved organisations' stores.
+    dissolver: Dissolver
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)

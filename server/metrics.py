@@ -79,6 +79,11 @@ class Metrics:
     closes: LabeledCounter = field(
         default_factory=lambda: LabeledCounter("Connections closed, by close code.", "code")
     )
+    connection_failures: Counter = field(
+        default_factory=lambda: Counter(
+            "Connection tasks ended by an unexpected exception (that connection only)."
+        )
+    )
     requests: Counter = field(default_factory=lambda: Counter("Frames received and handled."))
     errors: LabeledCounter = field(
         default_factory=lambda: LabeledCounter("Error replies sent, by error code.", "code")

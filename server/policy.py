@@ -611,6 +611,15 @@ def may_set_admin(admin: OrgMember | None, target: OrgMember | None) -> OrgMembe
     return target
 
 
+def may_dissolve(member: OrgMember | None) -> OrgMember:
+    """O4: only the primary admin dissolves the organisation."""
+    if member is None or not member.active:
+        raise org_not_found()
+    if member.role != "primary":
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the primary admin may dissolve")
+    return member
+
+
 def may_leave_org(member: OrgMember | None) -> OrgMember:
     if member is None or not member.active:
         raise org_not_found()

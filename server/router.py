@@ -127,6 +127,8 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     po.OrgRemove: orgs.remove,
     po.OrgMembers: orgs.members,
     po.OrgSetAdmin: orgs.set_admin,
+    po.OrgDissolve: orgs.dissolve,
+    po.OrgDissolveConfirm: orgs.confirm_dissolve,
     po.ConsentSet: orgs.set_consent,
     po.ConsentList: orgs.list_consents,
 }
@@ -149,7 +151,10 @@ ADMIN_HANDLERS: dict[type[rq.Request], tuple[AdminHandler, str]] = {
 def _admin_route(handler: AdminHandler, permission: str) -> Handler:
     async def route(ctx: Context, conn: Connection, request: Any) -> msgspec.Struct:
         assert conn.user_id is not None
+        org = await ctx.stores.orgs.get_org(request.org)
         member = await ctx.stores.orgs.get_member(request.org, conn.user_id)
+        if org is None or org.dissolving_at is not None:
+            member = None  # O4: a dissolving organisation is gone for every admin path
         view = policy.admin_view(
             member, permission, store=ctx.stores.orgs, clock=ctx.clock, feeds=ctx.org_feeds
         )
@@ -193,7 +198,7 @@ class Router:
         self.requests += 1
         METRICS.requests.inc()
         # C2: every frame is charged before it is decoded (empty and garbage frames too).
-        refusal = self.throttle.admit_frame(conn.conn_id, trio.current_time())
+        refusal = self.throttle.admit_frame(conn.conn_id, conn.user_id, trio.current_time())
         if refusal is not None:
             self._refuse(conn, refusal, codec.request_id_of(frame))
             return

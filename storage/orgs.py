@@ -32,6 +32,9 @@ class Organisation(msgspec.Struct, frozen=True, kw_only=True):
     created_by: int
     verified: bool = False
     verified_at: int | None = None
+    #: O4: set when dissolution was confirmed; the organisation is gone for every path
+    #: from then on, and its rows are being deleted by a resumable job.
+    dissolving_at: int | None = None
 
 
 class OrgMember(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +99,13 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     target: str
     ts: int
+
+
+class OrgSummary(msgspec.Struct, frozen=True, kw_only=True):
+    members: int
+    copies: int
+    requests: int
+    audit_entries: int
 
 
 class NewCopy(msgspec.Struct, frozen=True, kw_only=True):
@@ -221,3 +231,19 @@ class OrganisationStore(Protocol):
 
     async def member_ids(self, org_id: int, user_ids: Sequence[int]) -> set[int]:
         """Which of ``user_ids`` are current members."""
+
+    # dissolution (O4)
+    async def summary(self, org_id: int) -> OrgSummary:
+        """What dissolving would delete: counts of each kind of row."""
+
+    async def mark_dissolving(self, org_id: int, *, now: int) -> Organisation:
+        """Record that dissolution was confirmed (idempotent: the first time is kept).
+        ``KeyError`` if there is no such organisation."""
+
+    async def dissolving(self) -> list[int]:
+        """Organisations whose dissolution was confirmed and is not finished, by id."""
+
+    async def delete_chunk(self, org_id: int, *, limit: int) -> int:
+        """Delete up to ``limit`` of the organisation's rows (copies first, then requests,
+        audit entries and members) in one transaction; when none are left, delete the
+        organisation itself. Returns how many rows went; 0 means the organisation is gone."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from storage.consent import ConsentStore
 from storage.ding import DingStore
 from storage.interfaces import CrossDomainStore, PersonalStore
+from storage.keys import KeyStore
 from storage.live import LiveStore
 from storage.moderation import ModerationStore
 from storage.orgs import OrganisationStore
@@ -29,3 +30,6 @@ class Stores:
     ding: DingStore
     #: C1: reports and the moderators' act log (platform data, its own database).
     moderation: ModerationStore
+    #: A3: data keys, wrapped by the master key: users' in the personal database, organisations'
+    #: in the organisations database (storage/keys.py, docs/encryption.md).
+    keys: KeyStore

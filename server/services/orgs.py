@@ -8,6 +8,9 @@ never grants consent: only ``consent.set`` does, by the user alone (D4).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from protocol import orgs as po
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.replies import Done
@@ -49,7 +52,7 @@ def _user(conn: Connection) -> int:
 
 async def _org(ctx: Context, org_id: int) -> Organisation:
     org = await ctx.stores.orgs.get_org(org_id)
-    if org is None:
+    if org is None or org.dissolving_at is not None:
         raise policy.org_not_found()
     return org
 
@@ -143,6 +146,7 @@ async def review(ctx: Context, conn: Connection, req: po.OrgReview) -> po.JoinRe
     """An admin answers an application (the applicant's yes was the application itself, made
     after seeing the disclosure) or approves a member's invitation (the user still answers)."""
     caller = _user(conn)
+    await _org(ctx, req.org)
     reviewer = await ctx.stores.orgs.get_member(req.org, caller)
     request = policy.may_review(
         reviewer, await ctx.stores.orgs.get_request(req.org, req.request_id)
@@ -176,6 +180,7 @@ async def review(ctx: Context, conn: Connection, req: po.OrgReview) -> po.JoinRe
 async def answer(ctx: Context, conn: Connection, req: po.OrgAnswer) -> po.JoinRequestResult:
     """The invited user says yes (recording the disclosure they were shown, O5) or no."""
     caller = _user(conn)
+    await _org(ctx, req.org)
     request = policy.may_answer(caller, await ctx.stores.orgs.get_request(req.org, req.request_id))
     status: RequestStatus = "accepted" if req.accept else "declined"
     updated = await ctx.stores.orgs.set_request_status(
@@ -203,6 +208,7 @@ async def requests(ctx: Context, conn: Connection, req: po.OrgRequests) -> po.Jo
 async def leave(ctx: Context, conn: Connection, req: po.OrgLeave) -> Done:
     """Leaving stops new copies at once (D4); copies made before stay with the organisation."""
     caller = _user(conn)
+    await _org(ctx, req.org)
     policy.may_leave_org(await ctx.stores.orgs.get_member(req.org, caller))
     await ctx.stores.orgs.remove_member(req.org, caller, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(caller)
@@ -212,6 +218,7 @@ async def leave(ctx: Context, conn: Connection, req: po.OrgLeave) -> Done:
 
 async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
     caller = _user(conn)
+    await _org(ctx, req.org)
     admin = await ctx.stores.orgs.get_member(req.org, caller)
     policy.may_remove_member(admin, await ctx.stores.orgs.get_member(req.org, req.user))
     await ctx.stores.orgs.remove_member(req.org, req.user, now=ctx.clock.now_ms())
@@ -222,6 +229,7 @@ async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
 
 
 async def members(ctx: Context, conn: Connection, req: po.OrgMembers) -> po.OrgMemberPage:
+    await _org(ctx, req.org)
     policy.may_see_members(await ctx.stores.orgs.get_member(req.org, _user(conn)))
     rows = await ctx.stores.orgs.list_members(req.org, after_user=req.after_user, limit=req.limit)
     return po.OrgMemberPage(
@@ -242,6 +250,7 @@ async def members(ctx: Context, conn: Connection, req: po.OrgMembers) -> po.OrgM
 async def set_admin(ctx: Context, conn: Connection, req: po.OrgSetAdmin) -> Done:
     """P3: sub-admins with permissions."""
     caller = _user(conn)
+    await _org(ctx, req.org)
     admin = await ctx.stores.orgs.get_member(req.org, caller)
     policy.may_set_admin(admin, await ctx.stores.orgs.get_member(req.org, req.user))
     permissions = frozenset(req.permissions) if req.role == "admin" else frozenset()
@@ -250,6 +259,61 @@ async def set_admin(ctx: Context, conn: Connection, req: po.OrgSetAdmin) -> Done
         ctx.org_feeds.drop_user(req.org, req.user)
     target = f"user:{req.user}:{req.role}:{','.join(sorted(permissions))}"
     await _admin_act(ctx, admin, "set_admin", target, permission="admins")
+    return Done()
+
+
+DISSOLVE_TOKEN_SECONDS = 10 * 60
+
+
+def _dissolve_token(ctx: Context, org_id: int, expires_at: int) -> str:
+    mac = hmac.new(
+        ctx.credentials.ref_key, f"dissolve:{org_id}:{expires_at}".encode(), hashlib.sha256
+    )
+    return f"{expires_at}.{mac.hexdigest()}"
+
+
+async def dissolve(ctx: Context, conn: Connection, req: po.OrgDissolve) -> po.DissolutionSummary:
+    """O4, step one: say what would be deleted; delete nothing."""
+    caller = _user(conn)
+    org = await _org(ctx, req.org)
+    policy.may_dissolve(await ctx.stores.orgs.get_member(req.org, caller))
+    summary = await ctx.stores.orgs.summary(req.org)
+    expires_at = ctx.clock.now_ms() + DISSOLVE_TOKEN_SECONDS * 1000
+    return po.DissolutionSummary(
+        org=req.org,
+        name=org.name,
+        members=summary.members,
+        copies=summary.copies,
+        requests=summary.requests,
+        audit_entries=summary.audit_entries,
+        token=_dissolve_token(ctx, req.org, expires_at),
+        expires_at=expires_at,
+    )
+
+
+async def confirm_dissolve(ctx: Context, conn: Connection, req: po.OrgDissolveConfirm) -> Done:
+    """O4, step two: the organisation is gone for every path now; its store is deleted by
+    the resumable job (``server.dissolution``)."""
+    caller = _user(conn)
+    await _org(ctx, req.org)
+    policy.may_dissolve(await ctx.stores.orgs.get_member(req.org, caller))
+    expires_text, _, _mac = req.token.partition(".")
+    now = ctx.clock.now_ms()
+    valid = expires_text.isdigit() and hmac.compare_digest(
+        req.token, _dissolve_token(ctx, req.org, int(expires_text))
+    )
+    if not valid or int(expires_text) <= now:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "invalid or expired token", path="$.token")
+    members: list[int] = []
+    after = 0
+    while page := await ctx.stores.orgs.list_members(req.org, after_user=after, limit=500):
+        members.extend(m.user_id for m in page)
+        after = page[-1].user_id
+    await ctx.stores.orgs.mark_dissolving(req.org, now=now)
+    for user_id in members:
+        ctx.org_index.invalidate(user_id)
+        ctx.org_feeds.drop_user(req.org, user_id)
+    ctx.dissolver.kick()
     return Done()
 
 

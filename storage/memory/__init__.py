@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from storage.memory.consent import MemoryConsentStore
 from storage.memory.cross import MemoryCrossDomainStore
 from storage.memory.ding import MemoryDingStore
+from storage.memory.keys import MemoryKeyStore
 from storage.memory.live import MemoryLiveStore
 from storage.memory.moderation import MemoryModerationStore
 from storage.memory.orgs import MemoryOrganisationStore
@@ -32,4 +33,5 @@ async def open_memory_stores() -> AsyncIterator[Stores]:
         orgs=MemoryOrganisationStore(),
         consent=MemoryConsentStore(),
         moderation=MemoryModerationStore(),
+        keys=MemoryKeyStore(),
     )

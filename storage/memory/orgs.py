@@ -15,6 +15,7 @@ from storage.orgs import (
     OrgCopy,
     OrgMember,
     OrgRole,
+    OrgSummary,
     RequestKind,
     RequestStatus,
 )
@@ -97,7 +98,9 @@ class MemoryOrganisationStore:
         return [
             state.members[user_id]
             for org_id, state in sorted(self._orgs.items())
-            if user_id in state.members and state.members[user_id].active
+            if user_id in state.members
+            and state.members[user_id].active
+            and state.org.dissolving_at is None
         ]
 
     async def membership_spans(self, org_id: int, user_id: int) -> list[tuple[int, int | None]]:
@@ -287,6 +290,46 @@ class MemoryOrganisationStore:
 
     async def audit_log(self, org_id: int, *, after: int, limit: int) -> list[AuditEntry]:
         return [e for e in self._org(org_id).audit if e.audit_id > after][:limit]
+
+    async def summary(self, org_id: int) -> OrgSummary:
+        state = self._org(org_id)
+        return OrgSummary(
+            members=sum(1 for m in state.members.values() if m.active),
+            copies=len(state.copies),
+            requests=len(state.requests),
+            audit_entries=len(state.audit),
+        )
+
+    async def mark_dissolving(self, org_id: int, *, now: int) -> Organisation:
+        state = self._org(org_id)
+        if state.org.dissolving_at is None:
+            state.org = msgspec.structs.replace(state.org, dissolving_at=now)
+        return state.org
+
+    async def dissolving(self) -> list[int]:
+        return sorted(o for o, s in self._orgs.items() if s.org.dissolving_at is not None)
+
+    async def delete_chunk(self, org_id: int, *, limit: int) -> int:
+        state = self._orgs.get(org_id)
+        if state is None:
+            return 0
+        deleted = 0
+        for table in (state.copies, state.requests):
+            while table and deleted < limit:
+                del table[next(iter(table))]
+                deleted += 1
+        while state.audit and deleted < limit:
+            state.audit.pop()
+            deleted += 1
+        while state.members and deleted < limit:
+            user_id = next(iter(state.members))
+            del state.members[user_id]
+            state.spans.pop(user_id, None)
+            deleted += 1
+        if deleted == 0:
+            del self._orgs[org_id]
+            state.sources.clear()
+        return deleted
 
     async def member_ids(self, org_id: int, user_ids: Sequence[int]) -> set[int]:
         state = self._org(org_id)

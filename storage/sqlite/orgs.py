@@ -15,14 +15,15 @@ from storage.orgs import (
     OrgCopy,
     OrgMember,
     OrgRole,
+    OrgSummary,
     RequestKind,
     RequestStatus,
 )
 from storage.sqlite.database import Database
 
 _ORG = (
-    "SELECT org_id, name, disclosure, created_at, created_by, verified, verified_at"
-    " FROM organisations"
+    "SELECT org_id, name, disclosure, created_at, created_by, verified, verified_at,"
+    " dissolving_at FROM organisations"
 )
 _MEMBER = (
     "SELECT org_id, user_id, role, permissions, joined_at, left_at, disclosure_accepted"
@@ -44,6 +45,7 @@ def _org(row: Any) -> Organisation:
         created_by=row[4],
         verified=bool(row[5]),
         verified_at=row[6],
+        dissolving_at=row[7],
     )
 
 
@@ -168,7 +170,10 @@ class SqliteOrganisationStore:
     async def orgs_of(self, user_id: int) -> list[OrgMember]:
         def orgs_of(conn: sqlite3.Connection) -> list[OrgMember]:
             rows = conn.execute(
-                f"{_MEMBER} WHERE user_id = ? AND left_at IS NULL ORDER BY org_id", (user_id,)
+                f"{_MEMBER} WHERE user_id = ? AND left_at IS NULL AND org_id NOT IN"
+                " (SELECT org_id FROM organisations WHERE dissolving_at IS NOT NULL)"
+                " ORDER BY org_id",
+                (user_id,),
             )
             return [_member(r) for r in rows]
 
@@ -476,3 +481,67 @@ class SqliteOrganisationStore:
             return found
 
         return await self._readers.run("org_member_ids", member_ids)
+
+    async def summary(self, org_id: int) -> OrgSummary:
+        def summary(conn: sqlite3.Connection) -> OrgSummary:
+            def count(sql: str) -> int:
+                return int(conn.execute(sql, (org_id,)).fetchone()[0])
+
+            return OrgSummary(
+                members=count(
+                    "SELECT COUNT(*) FROM org_members WHERE org_id = ? AND left_at IS NULL"
+                ),
+                copies=count("SELECT COUNT(*) FROM org_copies WHERE org_id = ?"),
+                requests=count("SELECT COUNT(*) FROM join_requests WHERE org_id = ?"),
+                audit_entries=count("SELECT COUNT(*) FROM org_audit WHERE org_id = ?"),
+            )
+
+        return await self._readers.run("org_summary", summary)
+
+    async def mark_dissolving(self, org_id: int, *, now: int) -> Organisation:
+        def mark(conn: sqlite3.Connection) -> Organisation:
+            conn.execute(
+                "UPDATE organisations SET dissolving_at = ? WHERE org_id = ?"
+                " AND dissolving_at IS NULL",
+                (now, org_id),
+            )
+            row = conn.execute(f"{_ORG} WHERE org_id = ?", (org_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no organisation {org_id}")
+            return _org(row)
+
+        return await self._writer.run("mark_org_dissolving", mark)
+
+    async def dissolving(self) -> list[int]:
+        def dissolving(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT org_id FROM organisations WHERE dissolving_at IS NOT NULL ORDER BY org_id"
+            )
+            return [r[0] for r in rows]
+
+        return await self._readers.run("dissolving_orgs", dissolving)
+
+    async def delete_chunk(self, org_id: int, *, limit: int) -> int:
+        def delete_chunk(conn: sqlite3.Connection) -> int:
+            # Rows keyed by org_id first: each chunk is a short range delete that holds the
+            # writer briefly, so one large organisation never stalls the others.
+            deleted = 0
+            for table, key in (
+                ("org_copies", "copy_id"),
+                ("join_requests", "request_id"),
+                ("org_audit", "audit_id"),
+                ("org_members", "user_id"),
+            ):
+                if deleted >= limit:
+                    break
+                cursor = conn.execute(
+                    f"DELETE FROM {table} WHERE org_id = ?1 AND {key} IN (SELECT {key}"
+                    f" FROM {table} WHERE org_id = ?1 ORDER BY {key} LIMIT ?2)",
+                    (org_id, limit - deleted),
+                )
+                deleted += cursor.rowcount
+            if deleted == 0:
+                conn.execute("DELETE FROM organisations WHERE org_id = ?", (org_id,))
+            return deleted
+
+        return await self._writer.run("delete_org_chunk", delete_chunk)

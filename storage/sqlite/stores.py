@@ -25,6 +25,7 @@ from storage.sqlite.consent import SqliteConsentStore
 from storage.sqlite.cross import SqliteCrossDomainStore
 from storage.sqlite.database import DatabaseOptions, open_database
 from storage.sqlite.ding import SqliteDingStore
+from storage.sqlite.keys import SqliteKeyStore
 from storage.sqlite.live import SqliteLiveStore
 from storage.sqlite.moderation import SqliteModerationStore
 from storage.sqlite.orgs import SqliteOrganisationStore
@@ -81,6 +82,7 @@ async def open_sqlite_stores(
             orgs=SqliteOrganisationStore(orgs),
             consent=SqliteConsentStore(personal),
             moderation=SqliteModerationStore(moderation),
+            keys=SqliteKeyStore(personal, orgs),
         )
 
 

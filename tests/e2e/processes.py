@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -70,9 +71,12 @@ async def _wait_for_port(port_file: Path, process: trio.Process) -> int:
 
 
 @asynccontextmanager
-async def rivet_server(data_dir: Path, *extra: str) -> AsyncIterator[tuple[trio.Process, str]]:
+async def rivet_server(
+    data_dir: Path, *extra: str, stderr: IO[bytes] | None = None
+) -> AsyncIterator[tuple[trio.Process, str]]:
     """``rivet serve`` on a free loopback port; yields (process, url). On exit the process
-    is stopped with SIGTERM if it still runs (tests may SIGKILL it first)."""
+    is stopped with SIGTERM if it still runs (tests may SIGKILL it first). ``stderr``: a
+    file for the server's log (default: inherited)."""
     port_file = data_dir.parent / f"port-{os.getpid()}-{trio.current_time()}"
     cmd = [
         *RIVET,
@@ -91,7 +95,7 @@ async def rivet_server(data_dir: Path, *extra: str) -> AsyncIterator[tuple[trio.
     ]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
-            partial(trio.run_process, cmd, check=False, stdout=subprocess.DEVNULL)
+            partial(trio.run_process, cmd, check=False, stdout=subprocess.DEVNULL, stderr=stderr)
         )
         try:
             port = await _wait_for_port(port_file, process)

@@ -370,3 +370,57 @@ async def test_d4_rejoining_needs_new_consent_and_d5_feed_stops_for_a_removed_ad
             await w.settle()
             assert await texts(w, "admin", org) == ["first membership", "consented again"]
             assert w.server.ctx.org_feeds.watching(org) == 0  # the removed admin's feed stopped
+
+
+async def test_o4_dissolution_needs_confirmation_and_finishes_after_a_crash(tmp_path: Path) -> None:
+    """The summary deletes nothing; the token starts it; a job interrupted midway (here: the
+    server stops after marking and one chunk) finishes when the server comes back."""
+    from server.dissolution import Dissolver
+
+    async with open_world(tmp_path, "sqlite") as w:
+        for name in ("admin", "member", "friend"):
+            await w.user(name)
+        org = await w.create_org("admin", "Doomed")
+        keep = await w.create_org("friend", "Kept")
+        await w.join(org, "admin", "member")
+        await w.consent("member", org, True)
+        chat = direct_conversation_id(w.uid("member"), w.uid("friend"))
+        for i in range(5):
+            await w.say("member", chat, f"m{i}")
+        await w.settle()
+        with pytest.raises(RivetError) as not_primary:
+            await w.call("member", po.OrgDissolve(rid=0, org=org))
+        assert not_primary.value.code == ErrorCode.FORBIDDEN
+        summary = await w.call("admin", po.OrgDissolve(rid=0, org=org))
+        assert (summary.members, summary.copies, summary.name) == (2, 5, "Doomed")
+        assert len(await texts(w, "admin", org)) == 5  # asking deleted nothing
+        with pytest.raises(RivetError) as bad:
+            await w.call("admin", po.OrgDissolveConfirm(rid=0, org=org, token=summary.token + "0"))
+        assert bad.value.code == ErrorCode.INVALID_FIELD
+        # Simulate the crash: stop the job from running in this server, confirm, then let
+        # only one small chunk happen before the server goes away.
+        store = w.server.ctx.stores.orgs
+        w.server.ctx.dissolver.kick = lambda: None  # type: ignore[method-assign]
+        await w.call("admin", po.OrgDissolveConfirm(rid=0, org=org, token=summary.token))
+        assert await store.delete_chunk(org, limit=2) == 2
+        assert await store.dissolving() == [org]
+        with pytest.raises(RivetError) as gone:
+            await w.call("admin", po.AdminExport(rid=0, org=org))
+        assert gone.value.code == ErrorCode.NOT_FOUND
+        assert (await w.call("member", po.OrgMine(rid=0))).orgs == []
+        users = dict(w.users)
+    # Same data directory, new server: the job resumes at start and finishes.
+    async with open_world(tmp_path, "sqlite") as w2:
+        w2.users.update(users)
+        dissolver: Dissolver = w2.server.ctx.dissolver
+        for _ in range(100):
+            if await w2.server.ctx.stores.orgs.get_org(org) is None:
+                break
+            await trio.sleep(0.05)
+        assert await w2.server.ctx.stores.orgs.get_org(org) is None
+        assert dissolver.dissolved == 1
+        assert (await w2.server.ctx.stores.orgs.get_org(keep)) is not None
+        # Cross-domain conversations stay with their participants.
+        async with RivetClient.connect(w2.url, users["friend"]) as friend:
+            history = await friend.request(rq.MsgHistory(rid=0, conv=chat))
+            assert [m.content.text for m in history.messages] == [f"m{i}" for i in range(5)]

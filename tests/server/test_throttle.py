@@ -54,17 +54,34 @@ def test_c2_a_users_budget_is_shared_by_all_their_connections() -> None:
 
 def test_c2_every_frame_costs_the_connection_before_decoding() -> None:
     throttle = _throttle(request_rate_per_second=10.0, request_burst=3)
-    results = [throttle.admit_frame(1, now=0.0) for _ in range(5)]
+    results = [throttle.admit_frame(1, None, now=0.0) for _ in range(5)]
     assert [r is None for r in results] == [True, True, True, False, False]
-    assert throttle.admit_frame(2, now=0.0) is None  # per connection
+    assert throttle.admit_frame(2, None, now=0.0) is None  # per connection
     throttle.forget(1)
-    assert throttle.admit_frame(1, now=0.0) is None  # a new connection starts full
+    assert throttle.admit_frame(1, None, now=0.0) is None  # a new connection starts full
+
+
+def test_c2_a_users_frames_share_one_budget_across_connections() -> None:
+    throttle = _throttle(request_rate_per_second=10.0, request_burst=3)
+    admitted = [throttle.admit_frame(conn_id, 7, now=0.0) is None for conn_id in (1, 2, 3, 4)]
+    assert admitted == [True, True, True, False]
+    assert throttle.admit_frame(5, 8, now=0.0) is None  # another user
+
+
+def test_c2_reconnecting_does_not_reset_a_flooders_strikes() -> None:
+    throttle = _throttle(request_rate_per_second=1.0, request_burst=1, flood_strikes=3)
+    assert throttle.admit_frame(1, 7, now=0.0) is None
+    first = [throttle.admit_frame(1, 7, now=0.0) for _ in range(4)]
+    assert [r.flood for r in first if r is not None] == [False, False, False, True]
+    throttle.forget(1)  # closed with 4051; the flooder comes back on a new connection
+    again = throttle.admit_frame(2, 7, now=0.1)
+    assert again is not None and again.flood
 
 
 def test_c2_refusals_in_quick_succession_use_up_the_strikes() -> None:
     throttle = _throttle(request_rate_per_second=1.0, request_burst=1, flood_strikes=5)
-    assert throttle.admit_frame(1, now=0.0) is None
-    refusals = [throttle.admit_frame(1, now=0.0) for _ in range(6)]
+    assert throttle.admit_frame(1, None, now=0.0) is None
+    refusals = [throttle.admit_frame(1, None, now=0.0) for _ in range(6)]
     assert [r.flood for r in refusals if r is not None] == [False] * 5 + [True]
 
 
@@ -72,7 +89,7 @@ def test_c2_a_client_that_waits_as_told_is_never_closed() -> None:
     throttle = _throttle(request_rate_per_second=1.0, request_burst=1, flood_strikes=3)
     now, refused = 0.0, 0
     for _ in range(50):
-        refusal = throttle.admit_frame(1, now)
+        refusal = throttle.admit_frame(1, None, now)
         if refusal is not None:
             refused += 1
             assert not refusal.flood

@@ -10,6 +10,7 @@ from storage.ding import DingStore
 from storage.ding_records import (
     STEP_TRANSITIONS,
     ChannelName,
+    Ding,
     NewDing,
     NewStep,
     QuotaCharge,
@@ -79,11 +80,8 @@ async def all_pending(store: DingStore) -> list[tuple[int, int]]:
         after = page[-1]
 
 
-def step_ids(store_ding: object, *, user: int, channel: str) -> list[int]:
-    from storage.ding_records import Ding
-
-    assert isinstance(store_ding, Ding)
-    row = store_ding.recipient(user)
+def step_ids(ding: Ding, *, user: int, channel: str) -> list[int]:
+    row = ding.recipient(user)
     assert row is not None
     return [s.step_id for s in row.steps if s.channel == channel]
 

@@ -177,3 +177,47 @@ async def test_d4_consent_history_and_current_state(stores: Stores) -> None:
     assert consented_at(history, 101) and consented_at(history, 199)
     assert not consented_at(history, 200)  # a revocation at the same moment wins
     assert await consent.consent_history(6, 1) == []
+
+
+async def test_o4_dissolution_deletes_in_chunks_and_leaves_other_orgs(stores: Stores) -> None:
+    orgs = stores.orgs
+    doomed = await orgs.create_org(name="Doomed", disclosure="", creator=1, now=NOW)
+    kept = await orgs.create_org(name="Kept", disclosure="", creator=1, now=NOW)
+    for org in (doomed, kept):
+        await orgs.add_member(org.org_id, 5, role="member", disclosure="", now=NOW)
+        for i in range(7):
+            await orgs.add_copy(
+                org.org_id, NewCopy(member=5, conv_ref="r", ts=i, body=b"x", source=f"s{i}")
+            )
+        await orgs.append_audit(org.org_id, actor=1, action="a", target="t", now=NOW)
+        await orgs.create_request(
+            org.org_id,
+            user_id=9,
+            kind="apply",
+            inviter=9,
+            status="pending_admin",
+            disclosure="",
+            note="",
+            now=NOW,
+        )
+    summary = await orgs.summary(doomed.org_id)
+    assert (summary.members, summary.copies, summary.requests, summary.audit_entries) == (
+        2,
+        7,
+        1,
+        1,
+    )
+    marked = await orgs.mark_dissolving(doomed.org_id, now=NOW + 1)
+    assert marked.dissolving_at == NOW + 1
+    assert (await orgs.mark_dissolving(doomed.org_id, now=NOW + 2)).dissolving_at == NOW + 1
+    assert await orgs.dissolving() == [doomed.org_id]
+    assert [m.org_id for m in await orgs.orgs_of(5)] == [kept.org_id]  # gone for every path
+    chunks = []
+    while (deleted := await orgs.delete_chunk(doomed.org_id, limit=3)) > 0:
+        chunks.append(deleted)
+    assert sum(chunks) == 7 + 1 + 1 + 2 and max(chunks) <= 3
+    assert await orgs.get_org(doomed.org_id) is None
+    assert await orgs.dissolving() == []
+    assert await orgs.delete_chunk(doomed.org_id, limit=3) == 0
+    assert len(await orgs.copies(kept.org_id, limit=100)) == 7
+    assert (await orgs.summary(kept.org_id)).members == 2

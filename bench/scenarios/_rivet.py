@@ -1,0 +1,66 @@
+"""What the Rivet scenarios share: how big a case is, and the bare baselines they run
+beside Rivet in the same run (so every target is a ratio measured on the same machine in
+the same minutes)."""
+
+from __future__ import annotations
+
+from bench import patterns
+from bench.context import CaseResult, RunContext
+from bench.scenarios.baseline import server_spec
+
+DURATION = 5.0
+WARMUP = 1.0
+PAYLOAD_SIZE = 128
+
+
+def load(
+    ctx: RunContext,
+    *,
+    connections: int,
+    tiny_messages: int,
+    window: int,
+    rate: float | None = None,
+    workers_for: int | None = None,
+) -> patterns.Load:
+    """A ``Load`` from the options, with the case's own defaults (``rate`` None: closed loop)."""
+    o = ctx.options
+    messages = o.messages
+    duration = o.duration
+    if messages is None and duration is None:
+        if o.tiny:
+            messages = tiny_messages
+        else:
+            duration = DURATION
+    return patterns.Load(
+        connections=connections,
+        messages=messages,
+        duration=duration,
+        warmup=0.0 if duration is None else ctx.pick(o.warmup, WARMUP, 0.0),
+        rate=rate,
+        window=ctx.pick(o.window, window, window),
+        payload_size=ctx.pick(o.payload_size, PAYLOAD_SIZE, PAYLOAD_SIZE),
+        workers=ctx.workers(workers_for or connections),
+    )
+
+
+def bare_echo(ctx: RunContext, load: patterns.Load, label: str) -> CaseResult:
+    with ctx.server(server_spec("echo_server", False)) as server:
+        return patterns.request_reply(ctx, server, load, label=label)
+
+
+def bare_broadcast(ctx: RunContext, load: patterns.Load, fast: bool, label: str) -> CaseResult:
+    with ctx.server(server_spec("broadcast_server", fast)) as server:
+        return patterns.fan_out(ctx, server, load, label=label)
+
+
+def bare_accept(ctx: RunContext, connections: int, label: str) -> CaseResult:
+    """The bare echo server accepting ``connections`` fresh connections opened at once."""
+    with ctx.server(server_spec("echo_server", False)) as server:
+        return patterns.connect_storm(
+            ctx, server, connections, ctx.workers(connections), label=label
+        )
+
+
+def require_own_server(ctx: RunContext, what: str) -> None:
+    if ctx.options.url and ctx.options.data_dir is None:
+        raise ValueError(f"{what} against --url needs the server's --data-dir")

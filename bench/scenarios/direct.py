@@ -1,0 +1,132 @@
+"""``direct``: pairs of users chatting 1:1, durable, against the bare echo in the same run.
+
+Cases (``--case`` picks some; ``--connections`` counts connections, two per pair):
+
+* ``echo-plain``: the bare trio-websocket echo, same connections and window: the reference.
+* ``rivet``: ``connections / 2`` pairs, each connection sending ``msg.send`` into its pair's
+  single chat with ``window`` messages not yet acknowledged (closed loop, as fast as the
+  server goes). Acks come only after the commit (SQLite, ``synchronous=FULL``); the unit is
+  a message delivered to the peer; latency is send to delivery; every message must be
+  acknowledged once and delivered once (``unacked``, ``ack_duplicated`` count the acks).
+* ``echo-plain-half`` / ``rivet-half``: both open loop at half of Rivet's maximum rate,
+  ``rivet``'s throughput in the same repetition (or ``--rate``): the latency target is
+  Rivet's p99 there against the bare echo's p99 at the same rate.
+"""
+
+from __future__ import annotations
+
+from bench import patterns
+from bench.context import CaseResult, Options, RunContext
+from bench.rivet_server import rivet_spec, users_of
+from bench.scenarios import Case, CaseFn, register
+from bench.scenarios._rivet import bare_echo, load
+
+CONNECTIONS = (32, 4)  # (normal, tiny): two per pair
+WINDOW = 4
+TINY_MESSAGES = 20
+#: Rivet's maximum rate by repetition, measured by the ``rivet`` case of this process.
+_max_rate: dict[int, float] = {}
+FALLBACK_RATE = 1000.0
+
+
+def _connections(ctx: RunContext) -> int:
+    n = ctx.pick(ctx.options.connections, *CONNECTIONS)
+    return max(2, n - n % 2)
+
+
+def _half_rate(ctx: RunContext) -> float:
+    if ctx.options.rate is not None:
+        return ctx.options.rate
+    measured = _max_rate.get(ctx.repetition) or next(reversed(_max_rate.values()), None)
+    return max((measured or FALLBACK_RATE) / 2, 1.0)
+
+
+def _echo(half: bool) -> CaseFn:
+    def run(ctx: RunContext) -> CaseResult:
+        rate = _half_rate(ctx) if half else None
+        n = _connections(ctx)
+        result = bare_echo(
+            ctx,
+            load(ctx, connections=n, tiny_messages=TINY_MESSAGES, window=WINDOW, rate=rate),
+            "echo-half" if half else "echo",
+        )
+        result.figures["offered_rate"] = rate
+        return result
+
+    return run
+
+
+def _rivet(half: bool) -> CaseFn:
+    def run(ctx: RunContext) -> CaseResult:
+        rate = _half_rate(ctx) if half else None
+        n = _connections(ctx)
+        pairs = n // 2
+        # ``Load.connections`` counts pairs here: the workload opens two connections each.
+        shape = load(
+            ctx,
+            connections=pairs,
+            tiny_messages=TINY_MESSAGES,
+            window=WINDOW,
+            rate=rate,
+        )
+        with ctx.server(rivet_spec("rivet-direct", users=n)) as server:
+            users = users_of(ctx, server, n)
+
+            def extra(role: str, first: int, count: int) -> dict[str, object]:
+                return {
+                    "pairs": [
+                        [
+                            users[2 * k].access_token,
+                            users[2 * k].user_id,
+                            users[2 * k + 1].access_token,
+                            users[2 * k + 1].user_id,
+                        ]
+                        for k in range(first, first + count)
+                    ]
+                }
+
+            result = patterns.request_reply(
+                ctx,
+                server,
+                shape,
+                workload="bench.rivet_workloads:direct",
+                label="rivet-half" if half else "rivet",
+                extra=extra,
+            )
+        result.figures["connections"] = n
+        result.figures["pairs"] = pairs
+        result.figures["offered_rate"] = rate
+        c = result.correctness
+        c["connections"] = n
+        result.ok = (
+            result.ok
+            and c.get("unacked") == 0
+            and c.get("ack_duplicated") == 0
+            and c.get("ack_unexpected") == 0
+            and c.get("acked") == c.get("sent")
+        )
+        if not half and isinstance(result.figures["throughput"], int | float):
+            _max_rate[ctx.repetition] = float(result.figures["throughput"])
+        return result
+
+    return run
+
+
+@register("direct", "Rivet 1:1 chats, acked after a durable commit, against the bare echo")
+def direct_cases(options: Options) -> list[Case]:
+    return [
+        Case("echo-plain", "bare echo, same connections and window", _echo(False)),
+        Case(
+            "rivet",
+            "N/2 pairs chatting 1:1, window in flight, acked after commit, delivered",
+            _rivet(False),
+            "echo-plain",
+        ),
+        Case("echo-plain-half", "bare echo, open loop at half Rivet's max rate", _echo(True)),
+        Case(
+            "rivet-half",
+            "the pairs, open loop at half Rivet's max rate",
+            _rivet(True),
+            "echo-plain-half",
+        ),
+    ]
