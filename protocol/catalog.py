@@ -8,11 +8,16 @@ decodable without also being documented and routed.
 
 from __future__ import annotations
 
-from protocol import ding, events, live, moderation, orgs, replies
+from protocol import account, ding, events, live, moderation, orgs, replies
 from protocol import requests as rq
 
 AnyRequest = (
-    rq.CoreRequest | ding.DingRequest | live.LiveRequest | moderation.Report | orgs.OrgRequest
+    rq.CoreRequest
+    | ding.DingRequest
+    | live.LiveRequest
+    | moderation.Report
+    | orgs.OrgRequest
+    | account.AccountDelete
 )
 
 AnyEvent = events.CoreEvent | ding.DingEvents | live.LiveEvent | orgs.OrgEvent
@@ -24,6 +29,7 @@ RESULT_TYPES: dict[type[rq.Request], type[replies.Result]] = {
     **live.LIVE_RESULT_TYPES,
     **moderation.MODERATION_RESULT_TYPES,
     **orgs.ORG_RESULT_TYPES,
+    **account.ACCOUNT_RESULT_TYPES,
 }
 
 #: Ops a connection may send before it is authenticated.

@@ -21,6 +21,7 @@ from trio_websocket import serve_websocket
 
 from protocol import limits
 from server import encryption
+from server.account_deletion import AccountEraser
 from server.auth import ServerKeys
 from server.bus import MemoryBus
 from server.clock import Clock, SystemClock
@@ -48,7 +49,9 @@ from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
 from server.router import Router
 from server.services import live as live_service
+from server.services.render import entry_event
 from server.tls import server_context
+from storage.records import Entry
 from storage.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,11 @@ def build_context(
     live = LiveRuntime.from_config(config, stores, clock=clock)
     hub.on_detach(live.connection_closed)
     org_feeds = OrgFeeds()
+    members = MemberCache(stores.cross)
+
+    async def publish_recall(entry: Entry) -> None:
+        publish_event(bus, await members.member_ids(entry.conv_id), entry_event(entry))
+
     return Context(
         config=config,
         clock=clock,
@@ -118,7 +126,7 @@ def build_context(
         hub=hub,
         notifier=notifier,
         credentials=credentials,
-        members=MemberCache(stores.cross),
+        members=members,
         send_limiter=KeyedLimiter(config.send_rate_per_second, config.send_burst),
         receipts=ReceiptCoalescer(
             stores.cross, partial(publish_event, bus), interval=config.receipt_flush_seconds
@@ -130,7 +138,10 @@ def build_context(
             config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
         ),
         org_index=OrgIndex(stores.orgs),
-        dissolver=Dissolver(stores.orgs),
+        dissolver=Dissolver(
+            stores.orgs, on_dissolved=partial(encryption.destroy_org_keys, stores.keys, clock)
+        ),
+        eraser=AccountEraser(stores, clock, publish_recall=publish_recall),
         org_feeds=org_feeds,
         outbox=OutboxRelay(
             cross=stores.cross,
@@ -168,6 +179,7 @@ async def serve(
             await background.start(ctx.pushes.run)
             await background.start(ctx.outbox.run)
             await background.start(ctx.dissolver.run)
+            await background.start(ctx.eraser.run)
             await background.start(ctx.ordered.run)
             await background.start(prune_idempotency_keys, ctx.stores, clock)
             await background.start(ctx.ding.run)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from server.account_deletion import AccountEraser
 from server.bus import Bus, Deliver
 from server.clock import Clock
 from server.config import Config
@@ -61,6 +62,8 @@ class Context:
     outbox: OutboxRelay
     #: O4: the resumable job that deletes dissolved organisations' stores.
     dissolver: Dissolver
+    #: A1: the resumable job that erases deleted personal accounts.
+    eraser: AccountEraser
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)

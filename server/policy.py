@@ -611,6 +611,18 @@ def may_set_admin(admin: OrgMember | None, target: OrgMember | None) -> OrgMembe
     return target
 
 
+def may_delete_account(*, org_ids: list[int], owned_groups: list[str]) -> None:
+    """A1 decisions: a member leaves their organisations before deleting the account (their
+    organisations' data is not the user's to delete), and an owner hands over each group
+    that has other members."""
+    if org_ids:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "leave your organisations first")
+    if owned_groups:
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE, f"transfer ownership of {owned_groups[0]} first"
+        )
+
+
 def may_dissolve(member: OrgMember | None) -> OrgMember:
     """O4: only the primary admin dissolves the organisation."""
     if member is None or not member.active:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import trio
 
+from protocol import account as pa
 from protocol import codec
 from protocol import ding as pd
 from protocol import live as pl
@@ -30,6 +31,7 @@ from server.context import Context
 from server.metrics import METRICS
 from server.org_view import OrgView
 from server.services import (
+    account,
     admin,
     contacts,
     groups,
@@ -129,6 +131,7 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     po.OrgSetAdmin: orgs.set_admin,
     po.OrgDissolve: orgs.dissolve,
     po.OrgDissolveConfirm: orgs.confirm_dissolve,
+    pa.AccountDelete: account.delete,
     po.ConsentSet: orgs.set_consent,
     po.ConsentList: orgs.list_consents,
 }

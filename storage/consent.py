@@ -30,6 +30,9 @@ class ConsentStore(Protocol):
     async def consents_of(self, user_id: int) -> dict[int, bool]:
         """The user's current state per organisation they ever answered for."""
 
+    async def erase_user(self, user_id: int) -> None:
+        """A1: forget every consent record of a deleted account."""
+
 
 def consented_at(history: list[ConsentChange], at: int) -> bool:
     """Whether the last change at or before ``at`` was a grant. A change at the same

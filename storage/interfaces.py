@@ -163,6 +163,19 @@ class PersonalStore(Protocol):
     async def prune_idempotency(self, *, older_than: int) -> int:
         """Forget idempotency keys recorded before ``older_than``; returns how many."""
 
+    # personal account deletion (A1)
+    async def begin_deletion(self, user_id: int, *, now: int) -> User:
+        """Mark the account deleted: every session ends (the token generation moves, refresh
+        sessions go), the phone number is released for a new registration, the display name
+        is cleared. Idempotent. ``KeyError`` if there is no such user."""
+
+    async def pending_deletions(self) -> list[int]:
+        """Deleted accounts whose erasure has not finished, ascending."""
+
+    async def erase_personal_data(self, user_id: int) -> None:
+        """The last step of A1: delete the user's devices, contacts (both sides), settings,
+        QR tokens, login codes and personal-stream entries, and mark the erasure finished."""
+
 
 class CrossDomainStore(Protocol):
     """D3: single chats, ordinary groups, chat with oneself, and their stream.
@@ -269,3 +282,8 @@ class CrossDomainStore(Protocol):
 
     async def prune_idempotency(self, *, older_than: int) -> int:
         """Forget idempotency keys recorded before ``older_than``; returns how many."""
+
+    async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
+        """A1: tombstone up to ``limit`` of the user's messages that still have content, as
+        ``recall`` does (body erased, seq kept, a ``recall`` entry by the user appended), in
+        one transaction. Returns the recall entries; an empty list means none are left."""

@@ -21,6 +21,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     #: Bumped by logout_all: access and refresh tokens of older generations are refused (A2).
     token_generation: int = 0
     suspended: bool = False
+    #: A1: the account was deleted (its data is being, or has been, erased).
+    deleted: bool = False
 
 
 class Device(msgspec.Struct, frozen=True, kw_only=True):

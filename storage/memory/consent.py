@@ -25,3 +25,7 @@ class MemoryConsentStore:
             for (user, org_id), changes in sorted(self._history.items())
             if user == user_id and changes
         }
+
+    async def erase_user(self, user_id: int) -> None:
+        for key in [k for k in self._history if k[0] == user_id]:
+            del self._history[key]

@@ -336,6 +336,20 @@ class MemoryCrossDomainStore:
             if member.user_id != message.sender and _sees(member, seq)
         ]
 
+    async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
+        erased: list[Entry] = []
+        for entry in list(self._stream):
+            if len(erased) >= limit:
+                break
+            if entry.kind == "message" and entry.sender == user_id and not entry.recalled:
+                self._stream[entry.stream - 1] = replace(entry, body=None, recalled=True)
+                recall = self._append_unsequenced(
+                    entry.conv_id, seq=entry.seq, kind="recall", sender=user_id, ts=now
+                )
+                self._recalls[(entry.conv_id, entry.seq)] = recall.stream
+                erased.append(recall)
+        return erased
+
 
 def _sees(member: Member, seq: int) -> bool:
     return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)

@@ -57,6 +57,8 @@ class MemoryPersonalStore:
         self._last_user_id = 0
         self._last_device_id = 0
         self._idempotency: IdempotencyLog[tuple[PersonalChange, ...]] = IdempotencyLog()
+        #: A1: deleted accounts whose personal data is not erased yet.
+        self._pending_erasure: set[int] = set()
 
     # users
 
@@ -271,3 +273,36 @@ class MemoryPersonalStore:
         change = PersonalChange(pstream=self._pstream, user_id=user_id, body=body)
         self._changes.setdefault(user_id, []).append(change)
         return change
+
+    async def begin_deletion(self, user_id: int, *, now: int) -> User:
+        user = self._users[user_id]
+        if user.deleted:
+            return user
+        self._user_by_phone.pop(user.phone, None)
+        self._login_codes.pop(user.phone, None)
+        user = replace(
+            user,
+            phone=f"deleted:{user_id}",
+            display_name="",
+            token_generation=user.token_generation + 1,
+            deleted=True,
+        )
+        self._users[user_id] = user
+        for session_id in [k for k, v in self._sessions.items() if v.user_id == user_id]:
+            del self._sessions[session_id]
+        self._pending_erasure.add(user_id)
+        return user
+
+    async def pending_deletions(self) -> list[int]:
+        return sorted(self._pending_erasure)
+
+    async def erase_personal_data(self, user_id: int) -> None:
+        for device_id in [k for k, d in self._devices.items() if d.user_id == user_id]:
+            del self._devices[device_id]
+        for key in [k for k in self._contacts if user_id in k]:
+            del self._contacts[key]
+        self._settings.pop(user_id, None)
+        self._changes.pop(user_id, None)
+        for token in [k for k, t in self._qr_tokens.items() if t.user_id == user_id]:
+            del self._qr_tokens[token]
+        self._pending_erasure.discard(user_id)

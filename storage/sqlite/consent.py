@@ -49,3 +49,9 @@ class SqliteConsentStore:
             return {org_id: bool(g) for org_id, g in rows}
 
         return await self._readers.run("consents_of", consents)
+
+    async def erase_user(self, user_id: int) -> None:
+        def erase(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM consent WHERE user_id = ?", (user_id,))
+
+        await self._writer.run("erase_consent", erase)

@@ -128,6 +128,27 @@ class SqliteCrossDomainStore:
 
         return await self._writer.run("recall_entry", recall)
 
+    async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
+        def erase_sender(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(
+                "SELECT stream, conv_id, seq FROM entries WHERE sender = ? AND kind = 'message'"
+                " AND recalled_by IS NULL ORDER BY stream LIMIT ?",
+                (user_id, max(limit, 0)),
+            ).fetchall()
+            recalls = []
+            for stream, conv_id, seq in rows:
+                recall = append_unsequenced(
+                    conn, conv_id, ref_seq=seq, kind="recall", sender=user_id, ts=now
+                )
+                conn.execute(
+                    "UPDATE entries SET body = NULL, recalled_by = ? WHERE stream = ?",
+                    (recall.stream, stream),
+                )
+                recalls.append(recall)
+            return recalls
+
+        return await self._writer.run("erase_sender", erase_sender)
+
     async def mark_read(self, *, conv_id: str, user_id: int, seq: int, now: int) -> ReadMoved:
         def mark_read(conn: sqlite3.Connection) -> ReadMoved:
             member = fetch_member(conn, conv_id, user_id)

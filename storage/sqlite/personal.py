@@ -26,7 +26,10 @@ from storage.records import (
 )
 from storage.sqlite.database import Database
 
-_USER = "SELECT user_id, phone, display_name, created_at, token_generation, suspended FROM users"
+_USER = (
+    "SELECT user_id, phone, display_name, created_at, token_generation, suspended,"
+    " deleted_at FROM users"
+)
 _DEVICE = (
     "SELECT device_id, user_id, name, created_at, last_seen_at, acked_conversations,"
     " acked_personal FROM devices"
@@ -425,6 +428,47 @@ class SqlitePersonalStore:
 
         return await self._writer.run("prune_personal_idempotency", prune_idempotency)
 
+    async def begin_deletion(self, user_id: int, *, now: int) -> User:
+        def begin_deletion(conn: sqlite3.Connection) -> User:
+            row = conn.execute(f"{_USER} WHERE user_id = ?", (user_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no user {user_id}")
+            user = _user(row)
+            if user.deleted:
+                return user
+            conn.execute("DELETE FROM login_codes WHERE phone = ?", (user.phone,))
+            conn.execute("DELETE FROM refresh_sessions WHERE user_id = ?", (user_id,))
+            conn.execute(
+                "UPDATE users SET phone = ?, display_name = '', deleted_at = ?,"
+                " token_generation = token_generation + 1 WHERE user_id = ?",
+                (f"deleted:{user_id}", now, user_id),
+            )
+            return _user(conn.execute(f"{_USER} WHERE user_id = ?", (user_id,)).fetchone())
+
+        return await self._writer.run("begin_account_deletion", begin_deletion)
+
+    async def pending_deletions(self) -> list[int]:
+        def pending(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT user_id FROM users WHERE deleted_at IS NOT NULL AND erased = 0"
+                " ORDER BY user_id"
+            )
+            return [r[0] for r in rows]
+
+        return await self._readers.run("pending_deletions", pending)
+
+    async def erase_personal_data(self, user_id: int) -> None:
+        def erase(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM contacts WHERE owner = ?1 OR peer = ?1", (user_id,))
+            conn.execute("DELETE FROM settings WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM muted_conversations WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM personal_stream WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM qr_tokens WHERE user_id = ?", (user_id,))
+            conn.execute("UPDATE users SET erased = 1 WHERE user_id = ?", (user_id,))
+
+        await self._writer.run("erase_personal_data", erase)
+
 
 def _append_change(conn: sqlite3.Connection, user_id: int, body: bytes) -> PersonalChange:
     cursor = conn.execute(
@@ -456,7 +500,7 @@ def _recorded_changes(conn: sqlite3.Connection, key: IdempotencyKey) -> list[Per
 
 
 def _user(row: Any) -> User:
-    user_id, phone, display_name, created_at, token_generation, suspended = row
+    user_id, phone, display_name, created_at, token_generation, suspended, deleted_at = row
     return User(
         user_id=user_id,
         phone=phone,
@@ -464,6 +508,7 @@ def _user(row: Any) -> User:
         created_at=created_at,
         token_generation=token_generation,
         suspended=bool(suspended),
+        deleted=deleted_at is not None,
     )
 
 

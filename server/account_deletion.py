@@ -1,0 +1,68 @@
+"""A1: erasing a deleted personal account, as a resumable job.
+
+``account.delete`` marks the account deleted (sessions end, the phone number is released)
+in one transaction of the personal store. This job then tombstones the user's messages in
+the cross-domain store in chunks (each a transaction, each recall pushed to the
+conversation's members), and finally erases the personal data and consent records. An
+account whose erasure was interrupted is found again at start and finished.
+Organisations' copies are not touched: they were the organisations' when made (A1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from server.clock import Clock
+from storage.keys import user_owner
+from storage.records import Entry
+from storage.stores import Stores
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+
+#: Tell a conversation's members that an entry was recalled.
+PublishRecall = Callable[[Entry], Awaitable[None]]
+
+
+class AccountEraser:
+    def __init__(self, stores: Stores, clock: Clock, *, publish_recall: PublishRecall) -> None:
+        self._stores = stores
+        self._clock = clock
+        self._publish_recall = publish_recall
+        self._kick_send, self._kick_receive = trio.open_memory_channel[None](1)
+        self.erased = 0
+
+    def kick(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._kick_send.send_nowait(None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self.finish_all()
+            except Exception:
+                log.exception("account erasure failed; it resumes on the next attempt")
+            with trio.move_on_after(30):
+                await self._kick_receive.receive()
+
+    async def finish_all(self) -> None:
+        for user_id in await self._stores.personal.pending_deletions():
+            # A3: destroying the user's data keys first makes whatever they sealed (message
+            # bodies, report evidence) unreadable at once, here and, once the master key is
+            # changed, in backups (docs/encryption.md). Idempotent, so a resumed job repeats it.
+            await self._stores.keys.destroy(user_owner(user_id), now=self._clock.now_ms())
+            while recalls := await self._stores.cross.erase_sender(
+                user_id, now=self._clock.now_ms(), limit=CHUNK
+            ):
+                for recall in recalls:
+                    await self._publish_recall(recall)
+            await self._stores.consent.erase_user(user_id)
+            await self._stores.personal.erase_personal_data(user_id)
+            self.erased += 1
+            log.info("account erased", extra={"user_id": user_id})

@@ -1,0 +1,79 @@
+"""A1: personal account deletion over real WebSockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from client import RivetClient, RivetError
+from protocol import account as pa
+from protocol import orgs as po
+from protocol import requests as rq
+from protocol.errors import CloseCode, ErrorCode
+from protocol.events import RecallEvent
+from protocol.ids import direct_conversation_id
+from tests.e2e.orgs_world import open_world, texts
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a1_deleting_an_account_erases_it_and_tombstones_its_content(
+    tmp_path: Path, store: str
+) -> None:
+    async with open_world(tmp_path, store) as w:
+        for name in ("ann", "bob", "admin"):
+            await w.user(name)
+        chat = direct_conversation_id(w.uid("ann"), w.uid("bob"))
+        group = await w.call(
+            "bob", rq.GroupCreate(rid=0, cmid="g", title="t", members=[w.uid("ann")])
+        )
+        org = await w.create_org("admin", "Acme")
+        await w.join(org, "admin", "ann")
+        await w.consent("ann", org, True)
+        await w.say("ann", chat, "ann in the chat")
+        await w.say("bob", chat, "bob in the chat")
+        await w.say("ann", group.conv.conv, "ann in the group")
+        await w.settle()
+        # A1 decision: leave the organisation first.
+        with pytest.raises(RivetError) as member:
+            await w.call("ann", pa.AccountDelete(rid=0))
+        assert member.value.code == ErrorCode.INVALID_STATE
+        await w.call("ann", po.OrgLeave(rid=0, org=org))
+        ann_state = w.users["ann"]
+        async with (
+            RivetClient.connect(w.url, w.users["bob"]) as bob,
+            RivetClient.connect(w.url, ann_state) as ann_other_device,
+        ):
+            async with RivetClient.connect(w.url, ann_state) as ann:
+                await ann.request(pa.AccountDelete(rid=0))
+            with trio.fail_after(5):
+                await ann_other_device.conn.closed.wait()
+            assert ann_other_device.conn.close_code == CloseCode.SESSION_REVOKED
+            recalled = set()
+            with trio.fail_after(5):
+                while len(recalled) < 2:
+                    event = await bob.next_event()
+                    if isinstance(event, RecallEvent):
+                        recalled.add((event.conv, event.seq))
+            history = await bob.request(rq.MsgHistory(rid=0, conv=chat))
+            assert [
+                (m.sender, m.recalled, m.content.text if m.content else None)
+                for m in history.messages
+            ] == [
+                (w.uid("ann"), True, None),
+                (w.uid("bob"), False, "bob in the chat"),
+            ]
+        for _ in range(100):
+            if not await w.server.ctx.stores.personal.pending_deletions():
+                break
+            await trio.sleep(0.02)
+        personal = w.server.ctx.stores.personal
+        assert await personal.pending_deletions() == []
+        assert await personal.list_devices(w.uid("ann")) == []
+        assert (await personal.get_user(w.uid("ann"))).deleted  # type: ignore[union-attr]
+        # Old tokens are refused; the organisation's copy stays with the organisation.
+        with pytest.raises(RivetError):
+            async with RivetClient.connect(w.url, ann_state):
+                pass
+        assert await texts(w, "admin", org) == ["ann in the chat", "ann in the group"]
