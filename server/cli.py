@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import trio
 
-from server import cli_keys, cli_moderate, cli_org
+from server import cli_accounts, cli_keys, cli_moderate, cli_org
 from server.app import RunningServer, open_stores, serve
 from server.cli_ding import add_ding_flags, ding_overrides
 from server.clock import SystemClock
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--last", type=int, help="only the last N")
     cli_moderate.add_parser(sub)
     cli_org.add_parser(sub)
+    cli_accounts.add_parser(sub)
     cli_keys.add_parser(sub)
     return parser
 
@@ -186,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(cli_keys.run, args)
     if args.command == "org":
         return trio.run(cli_org.run, args)
+    if args.command == "accounts":
+        return trio.run(cli_accounts.run, args)
     if args.command == "outbox":
         for record in read_outbox(
             outbox_path(args.data_dir), kind=args.kind, phone=args.phone, last=args.last

@@ -172,6 +172,13 @@ class PersonalStore(Protocol):
     async def pending_deletions(self) -> list[int]:
         """Deleted accounts whose erasure has not finished, ascending."""
 
+    async def dormant_users(
+        self, *, seen_before: int, after_user: int, limit: int
+    ) -> list[tuple[User, int]]:
+        """P6: accounts (not deleted) whose last sign-in — the latest ``last_seen_at`` of
+        their devices, or their creation when they have none — is before ``seen_before``,
+        with that time, ascending by user id, ``user_id > after_user``, at most ``limit``."""
+
     async def erase_personal_data(self, user_id: int) -> None:
         """The last step of A1: delete the user's devices, contacts (both sides), settings,
         QR tokens, login codes and personal-stream entries, and mark the erasure finished."""

@@ -306,3 +306,19 @@ class MemoryPersonalStore:
         for token in [k for k, t in self._qr_tokens.items() if t.user_id == user_id]:
             del self._qr_tokens[token]
         self._pending_erasure.discard(user_id)
+
+    async def dormant_users(
+        self, *, seen_before: int, after_user: int, limit: int
+    ) -> list[tuple[User, int]]:
+        out: list[tuple[User, int]] = []
+        for user_id in sorted(self._users):
+            user = self._users[user_id]
+            if user_id <= after_user or user.deleted:
+                continue
+            seen = [d.last_seen_at for d in self._devices.values() if d.user_id == user_id]
+            last = max(seen) if seen else user.created_at
+            if last < seen_before:
+                out.append((user, last))
+                if len(out) == limit:
+                    break
+        return out

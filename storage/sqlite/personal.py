@@ -469,6 +469,23 @@ class SqlitePersonalStore:
 
         await self._writer.run("erase_personal_data", erase)
 
+    async def dormant_users(
+        self, *, seen_before: int, after_user: int, limit: int
+    ) -> list[tuple[User, int]]:
+        def dormant(conn: sqlite3.Connection) -> list[tuple[User, int]]:
+            rows = conn.execute(
+                "SELECT u.user_id, u.phone, u.display_name, u.created_at, u.token_generation,"
+                " u.suspended, u.deleted_at,"
+                " COALESCE((SELECT MAX(d.last_seen_at) FROM devices d"
+                " WHERE d.user_id = u.user_id), u.created_at) AS last_seen"
+                " FROM users u WHERE u.deleted_at IS NULL AND u.user_id > ?"
+                " AND last_seen < ? ORDER BY u.user_id LIMIT ?",
+                (after_user, seen_before, max(limit, 0)),
+            )
+            return [(_user(row[:7]), row[7]) for row in rows]
+
+        return await self._readers.run("dormant_users", dormant)
+
 
 def _append_change(conn: sqlite3.Connection, user_id: int, body: bytes) -> PersonalChange:
     cursor = conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from protocol.errors import CloseCode, ErrorCode
 from protocol.events import RecallEvent
 from protocol.ids import direct_conversation_id
 from tests.e2e.orgs_world import open_world, texts
+from tests.e2e.processes import RIVET, create_users
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
@@ -77,3 +79,46 @@ async def test_a1_deleting_an_account_erases_it_and_tombstones_its_content(
             async with RivetClient.connect(w.url, ann_state):
                 pass
         assert await texts(w, "admin", org) == ["ann in the chat", "ann in the group"]
+
+
+async def test_p6_operator_lists_and_reclaims_only_dormant_accounts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    users = sorted(create_users(data, 2), key=lambda u: u.user_id or 0)
+    listed = await trio.run_process(
+        [*RIVET, "accounts", "dormant", "--data-dir", str(data), "--months", "0"],
+        capture_stdout=True,
+    )
+    found = [json.loads(line)["user_id"] for line in listed.stdout.decode().splitlines()]
+    assert found == [u.user_id for u in users]  # with 0 months everyone is dormant
+    none = await trio.run_process(
+        [*RIVET, "accounts", "dormant", "--data-dir", str(data)], capture_stdout=True
+    )
+    assert none.stdout == b""  # nobody is 12 months idle
+    refused = await trio.run_process(
+        [*RIVET, "accounts", "reclaim", "--data-dir", str(data), "--user", str(users[0].user_id)],
+        capture_stderr=True,
+        check=False,
+    )
+    assert refused.returncode == 1 and b"not dormant" in refused.stderr
+    done = await trio.run_process(
+        [
+            *RIVET,
+            "accounts",
+            "reclaim",
+            "--data-dir",
+            str(data),
+            "--months",
+            "0",
+            "--user",
+            str(users[0].user_id),
+        ],
+        capture_stdout=True,
+    )
+    assert json.loads(done.stdout) == {"user_id": users[0].user_id, "reclaimed": True}
+    after = await trio.run_process(
+        [*RIVET, "accounts", "dormant", "--data-dir", str(data), "--months", "0"],
+        capture_stdout=True,
+    )
+    assert [json.loads(line)["user_id"] for line in after.stdout.decode().splitlines()] == [
+        users[1].user_id
+    ]

@@ -95,3 +95,25 @@ async def test_a1_erase_sender_tombstones_only_that_users_messages_in_chunks(
         elif entry.kind == "message":
             assert not entry.recalled and entry.body is not None
     assert [e.seq for e in history] == list(range(1, 12))  # seqs stay
+
+
+async def test_p6_dormant_users_are_those_not_seen_for_the_period(stores: Stores) -> None:
+    personal = stores.personal
+    year = 365 * 24 * 3600 * 1000
+    old = await personal.create_user(phone="+15550000010", display_name="Old", now=NOW)
+    active = await personal.create_user(phone="+15550000011", display_name="Active", now=NOW)
+    never = await personal.create_user(phone="+15550000012", display_name="Never", now=NOW)
+    gone = await personal.create_user(phone="+15550000013", display_name="Gone", now=NOW)
+    device = await personal.register_device(user_id=old.user_id, name="p", now=NOW)
+    await personal.touch_device(device.device_id, now=NOW + 10)
+    recent = await personal.register_device(user_id=active.user_id, name="p", now=NOW)
+    await personal.touch_device(recent.device_id, now=NOW + 2 * year)
+    await personal.begin_deletion(gone.user_id, now=NOW)
+    cutoff = NOW + 2 * year - year
+    found = await personal.dormant_users(seen_before=cutoff, after_user=0, limit=10)
+    assert [(u.user_id, seen) for u, seen in found] == [
+        (old.user_id, NOW + 10),
+        (never.user_id, NOW),
+    ]
+    page = await personal.dormant_users(seen_before=cutoff, after_user=old.user_id, limit=1)
+    assert [u.user_id for u, _ in page] == [never.user_id]
