@@ -36,6 +36,7 @@ class _ExtTypeError(Exception):
 
 
 _untyped_decoder = msgspec.msgpack.Decoder(ext_hook=_reject_ext)
+_lenient_decoder = msgspec.msgpack.Decoder()
 _typed_decoder: msgspec.msgpack.Decoder[AnyRequest] = msgspec.msgpack.Decoder(
     AnyRequest, ext_hook=_reject_ext
 )
@@ -86,7 +87,9 @@ def decode_request(frame: bytes) -> AnyRequest:
         raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, str(exc)) from None
     except RecursionError:
         raise ProtocolError(ErrorCode.TOO_DEEP, "frame nests too deeply") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.MALFORMED, "a string is not valid UTF-8") from None
+    except (msgspec.DecodeError, ValueError, OverflowError) as exc:
         if "MessagePack timestamp" in str(exc):
             raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, "ext type -1 (timestamp)") from None
         raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
@@ -124,7 +127,8 @@ def _typed(frame: bytes, raw: dict[str, Any]) -> AnyRequest:
 def request_id_of(frame: bytes) -> int | None:
     """Best effort: the ``rid`` of a frame that failed to decode, for the error reply."""
     try:
-        raw = _untyped_decoder.decode(frame)
+        # Lenient on purpose: an ext type or the like elsewhere should not hide the rid.
+        raw = _lenient_decoder.decode(frame)
     except Exception:
         return None
     if isinstance(raw, dict):

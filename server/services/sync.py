@@ -70,7 +70,8 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
             else max(head.personal, changes[-1].pstream if changes else 0, token.personal)
         )
     else:
-        more_personal = True
+        # The page is full of conversation events: say "more" only if personal ones wait.
+        more_personal = bool(await personal.personal_changes(user, after=token.personal, limit=1))
     next_token = SyncToken(conversations_at, personal_at)
     return replies.SyncPage(
         token=next_token.encode(),
