@@ -43,4 +43,4 @@ async def _isolated(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...])
     except* Exception as group:
         METRICS.connection_failures.inc()
         kinds = sorted({type(e).__name__ for e in group.exceptions})
-        log.error("a connection task failed; that connection ends", extra={"errors": kinds})
+        log.warning("a connection task failed; that connection ends", extra={"errors": kinds})

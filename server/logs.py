@@ -74,8 +74,12 @@ class Redactor(logging.Filter):
         code = getattr(record, "code", None)
         if isinstance(code, str) and _CODE_TEXT.match(code):
             record.code = REDACTED
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        if record.exc_info:
+            # Another handler may have formatted (and cached) the traceback already.
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact_text(text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
 
 

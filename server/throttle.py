@@ -24,6 +24,7 @@ handled; nothing of it is stored.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -109,7 +110,8 @@ class Throttle:
         # Strikes are the user's once known (user ids and connection ids are kept apart).
         key = -user_id if user_id is not None else conn_id
         flood = self._strikes.take(key, now) > 0.0
-        return Refusal(budget=budget, retry_after=round(wait, 3), flood=flood)
+        # Rounded up to the millisecond: never a retry_after of 0.
+        return Refusal(budget=budget, retry_after=math.ceil(wait * 1000) / 1000, flood=flood)
 
     def forget(self, conn_id: int) -> None:
         """Drop a closed connection's buckets (user budgets outlive connections)."""
