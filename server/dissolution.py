@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 
 #: Called once an organisation is completely gone (e.g. to destroy its keys, A3).
-OnDissolved = Callable[[int], Awaitable[None]]
+OnDissolved = Callable[[int], Awaitable[object]]
 
 
 class Dissolver:

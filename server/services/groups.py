@@ -82,7 +82,6 @@ async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Chang
         if existing is not None and existing.active:
             raise ProtocolError(ErrorCode.ALREADY_MEMBER, f"user {user} is already a member")
     policy.may_admit(conversation, adding=len(users))
-    current = await ctx.members.member_ids(req.conv)
     changes = tuple(
         MemberChange(
             user_id=u, op="add", role="member", history_from_start=conversation.history_visible
