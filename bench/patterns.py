@@ -370,6 +370,7 @@ def fan_out(
     subscriber_path: str = "/sub",
     label: str = "fan-out",
     extra: ExtraParams | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> CaseResult:
     """One publisher, ``load.connections`` subscribers; units are deliveries.
 
@@ -378,7 +379,7 @@ def fan_out(
     report their watermarks to the publisher over pipes) and, separately, the publisher's
     unacknowledged messages.
     """
-    common = {"connect_timeout": CONNECT_TIMEOUT, "drain_timeout": DRAIN_TIMEOUT, "settle": SETTLE}
+    common = {"connect_timeout": connect_timeout, "drain_timeout": DRAIN_TIMEOUT, "settle": SETTLE}
     shares = split(load.connections, load.workers)
     pipes = [multiprocessing.Pipe(duplex=False) for _ in shares]
     specs = [
@@ -423,7 +424,9 @@ def fan_out(
     total = None if load.messages is None else load.messages * load.connections
     bar = ctx.progress(label, total, None if load.duration is None else load.duration + load.warmup)
     with ExitStack() as stack:
-        run = stack.enter_context(LoadRun(specs, on_progress=bar.update))
+        run = stack.enter_context(
+            LoadRun(specs, on_progress=bar.update, start_timeout=connect_timeout)
+        )
         stack.callback(bar.close)
         publisher, subscribers = run.by_role("publisher"), run.by_role("subscriber")
         run.ready()
@@ -497,6 +500,7 @@ def connect_storm(
     settle: float = 0.5,
     label: str = "connect-storm",
     extra: ExtraParams | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> CaseResult:
     """Open ``connections`` connections at once; time to accept them all, RSS per connection.
 
@@ -515,7 +519,7 @@ def connect_storm(
                 "connections": count,
                 "concurrency": concurrency,
                 "path": path,
-                "connect_timeout": CONNECT_TIMEOUT,
+                "connect_timeout": connect_timeout,
                 **(extra("storm", first, count) if extra else {}),
             },
             cpus=ctx.cpu_plan.load,
@@ -533,7 +537,7 @@ def connect_storm(
         run.send(run.indices, "go", start_ns=start)
         run.pump_until(start)
         win.before = _snapshot(run, server)
-        finished = run.wait(run.indices, "finished", CONNECT_TIMEOUT + 30.0)
+        finished = run.wait(run.indices, "finished", connect_timeout + 30.0)
         win.after = _snapshot(run, server)
         run.pump_until(time.monotonic_ns() + int(settle * 1e9))
         server.check_alive()

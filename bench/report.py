@@ -47,6 +47,15 @@ EXTRA_FIGURES = (
     "server_rss_before_mib",
     "server_rss_after_mib",
     "window_s",
+    "offered_rate",
+    "group_members",
+    "catchup_time_s",
+    "pages",
+    "live_throughput",
+    "live_cpu_us_per_message",
+    "live_latency_p99_us",
+    "catchup_to_live_cpu",
+    "fd_limit",
 )
 
 

@@ -13,14 +13,16 @@ and how long it took, without a second clock.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
+from wsproto.utilities import LocalProtocolError
 
 from protocol import codec
 from protocol import requests as rq
@@ -81,6 +83,28 @@ def padding(payload_size: int) -> str:
 EventHandler = Callable[[Frame, int], None]
 
 
+class _Tolerant:
+    """A nursery for trio-websocket's reader task that lets a connection end alone.
+
+    trio-websocket 0.12 answers a ping that arrives while the connection is closing, and
+    wsproto raises ``LocalProtocolError`` in that task (the server pings every 30 s; long
+    runs close thousands of connections at once): that would end every connection of the
+    worker, not just the one closing.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: Any, name: object = None
+    ) -> None:
+        async def run() -> None:
+            with contextlib.suppress(LocalProtocolError):
+                await fn(*args)
+
+        self._nursery.start_soon(run, name=name or fn)
+
+
 class Wire:
     """One connection. ``on_event(frame, received_ns)`` gets every frame that is not the
     reply to a ``call``: events, and the replies to ``send`` (matched by the caller)."""
@@ -97,7 +121,11 @@ class Wire:
         cls, nursery: trio.Nursery, url: str, token: str, on_event: EventHandler | None = None
     ) -> Wire:
         """Connect, start the reader in ``nursery``, and authenticate with ``token``."""
-        ws = await connect_websocket_url(nursery, url, message_queue_size=CLIENT_QUEUE)
+        ws = await connect_websocket_url(
+            _Tolerant(nursery),  # type: ignore[arg-type]
+            url,
+            message_queue_size=CLIENT_QUEUE,
+        )
         wire = cls(ws, on_event)
         nursery.start_soon(wire.read)
         await wire.call(rq.Hello(rid=0, version=PROTOCOL_VERSION, token=token))

@@ -21,12 +21,16 @@ of the SDK; ``redeliveries`` is what the SDK dropped (live and again in a sync p
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 from array import array
 from collections.abc import Sequence
 from typing import Any
 
 import trio
+from trio_websocket import HandshakeError
+from wsproto.utilities import LocalProtocolError
 
 from bench.loadgen import WorkerContext, sleep_until_ns
 from bench.rivet_client import Frame, Wire, padding, probe_text
@@ -39,6 +43,8 @@ from protocol.events import MessageEvent
 from protocol.ids import direct_conversation_id
 
 PAGE = 500  # protocol.limits.MAX_PAGE
+#: Seconds before a storm device's first retry; doubled each time, jittered, at most 4.
+BACKOFF = 0.25
 
 
 # --- senders --------------------------------------------------------------------------------
@@ -294,6 +300,7 @@ class _Device:
         self.got = _Got()
         self.disconnected = trio.Event()
         self.error: str | None = None
+        self.current = False
 
 
 async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
@@ -301,7 +308,7 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
     p = ctx.params
     devices = [_Device(d[:4], direct_conversation_id(int(d[0]), int(d[4]))) for d in p["devices"]]
     errors: list[str] = []
-    failed = 0
+    failed = retries = 0
 
     async def first_life(device: _Device, limiter: trio.CapacityLimiter, up: trio.Event) -> None:
         """Connect, sync to the head, receive live until the server goes away."""
@@ -314,7 +321,7 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
                 held = False
                 up.set()
                 await _receive_live(client, device.got)
-        except (RivetError, OSError, trio.BrokenResourceError) as exc:
+        except (RivetError, OSError, LocalProtocolError, trio.BrokenResourceError) as exc:
             device.error = repr(exc)
         finally:
             if held:
@@ -346,20 +353,35 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
         last_ns = 0
 
         async def second_life(device: _Device) -> None:
-            nonlocal failed, last_ns
+            """Reconnect and catch up; after a refusal or a lost connection, again after a
+            jittered, doubling back-off (as an app would), until current or out of time."""
+            nonlocal failed, retries, last_ns
             began = time.monotonic_ns()
-            try:
-                with trio.fail_after(p["connect_timeout"]):
-                    async with RivetClient.connect(ctx.url, device.state) as client:
-                        for event in await client.catch_up():
-                            device.got.take(event, live=False)
-                        done = time.monotonic_ns()
-                        await client.conn.aclose()
-            except (OSError, RivetError, trio.TooSlowError) as exc:
+            done = 0
+            with trio.move_on_after(p["connect_timeout"]):
+                for attempt in itertools.count():
+                    try:
+                        async with RivetClient.connect(ctx.url, device.state) as client:
+                            for event in await client.catch_up():
+                                device.got.take(event, live=False)
+                            done = time.monotonic_ns()
+                            await client.conn.aclose()
+                        break
+                    except (
+                        OSError,
+                        RivetError,
+                        HandshakeError,
+                        LocalProtocolError,
+                        trio.BrokenResourceError,
+                    ) as exc:
+                        retries += 1
+                        if len(errors) < MAX_ERRORS_KEPT:
+                            errors.append(repr(exc))
+                        await trio.sleep(random.uniform(0.5, 1.0) * min(BACKOFF * 2**attempt, 4.0))
+            if not done:
                 failed += 1
-                if len(errors) < MAX_ERRORS_KEPT:
-                    errors.append(repr(exc))
                 return
+            device.current = True
             ctx.recorder.record(began, done)
             ctx.count()
             last_ns = max(last_ns, done)
@@ -371,6 +393,8 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
                 storm.start_soon(second_life, device)
         lost = unexpected = duplicated = 0
         for device in devices:
+            if not device.current:
+                continue  # counted as failed
             lo, un = device.got.check({device.conv: expected})
             lost += lo
             unexpected += un
@@ -379,6 +403,7 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
             "devices": len(devices),
             "current": len(devices) - failed,
             "failed": failed,
+            "retries": retries,
             "errors": errors,
             "last_current_ns": last_ns,
             "lost": lost,

@@ -13,6 +13,12 @@ WARMUP = 1.0
 PAYLOAD_SIZE = 128
 
 
+def connect_timeout(connections: int) -> float:
+    """Seconds to open ``connections`` connections: thousands at once overflow the listen
+    backlog, and the kernel retries the SYNs it dropped after 1, 3, 7... seconds."""
+    return 30.0 + connections / 100
+
+
 def load(
     ctx: RunContext,
     *,
@@ -50,17 +56,23 @@ def bare_echo(ctx: RunContext, load: patterns.Load, label: str) -> CaseResult:
 
 def bare_broadcast(ctx: RunContext, load: patterns.Load, fast: bool, label: str) -> CaseResult:
     with ctx.server(server_spec("broadcast_server", fast)) as server:
-        return patterns.fan_out(ctx, server, load, label=label)
-
-
-def bare_accept(ctx: RunContext, connections: int, label: str) -> CaseResult:
-    """The bare echo server accepting ``connections`` fresh connections opened at once."""
-    with ctx.server(server_spec("echo_server", False)) as server:
-        return patterns.connect_storm(
-            ctx, server, connections, ctx.workers(connections), label=label
+        return patterns.fan_out(
+            ctx, server, load, label=label, connect_timeout=connect_timeout(load.connections)
         )
 
 
-def require_own_server(ctx: RunContext, what: str) -> None:
-    if ctx.options.url and ctx.options.data_dir is None:
-        raise ValueError(f"{what} against --url needs the server's --data-dir")
+def bare_accept(
+    ctx: RunContext, connections: int, label: str, concurrency: int | None = None
+) -> CaseResult:
+    """The bare echo server accepting ``connections`` fresh connections, opened at once
+    (or ``concurrency`` handshakes in flight per worker)."""
+    with ctx.server(server_spec("echo_server", False)) as server:
+        return patterns.connect_storm(
+            ctx,
+            server,
+            connections,
+            ctx.workers(connections),
+            concurrency=concurrency,
+            label=label,
+            connect_timeout=connect_timeout(connections),
+        )

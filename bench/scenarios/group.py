@@ -21,7 +21,7 @@ from bench import patterns
 from bench.context import CaseResult, Options, RunContext
 from bench.rivet_server import create_group, rivet_spec, users_of
 from bench.scenarios import Case, CaseFn, register
-from bench.scenarios._rivet import bare_broadcast, load
+from bench.scenarios._rivet import bare_broadcast, connect_timeout, load
 
 SIZES = (1000, 10_000)
 TINY_SIZE = 8
@@ -75,6 +75,7 @@ def _rivet(size: int) -> CaseFn:
                 subscriber_workload="bench.rivet_workloads:group_member",
                 label=f"rivet-{size}",
                 extra=extra,
+                connect_timeout=connect_timeout(size),
             )
         result.figures["group_members"] = size + 1
         return result

@@ -19,7 +19,10 @@ Cases (``--connections``, default 5,000 devices, ``--tiny`` 20):
   the target is at most 3x the bare server's time to accept as many), each device's time
   to current (latency), server CPU per device. Every device must have both messages exactly
   once after the SDK's de-duplication (``lost``, ``duplicated`` must be 0);
-  ``redeliveries`` (the first message again, in the catch-up) is reported separately.
+  ``redeliveries`` (the first message again, in the catch-up) is reported separately. A
+  device refused or cut off on the way (the server closes a connection that has not
+  authenticated within its handshake deadline, 4001) tries again after a jittered,
+  doubling back-off, as an app would: ``retries`` counts those attempts.
 
 The restart needs a server we start: this scenario cannot use ``--url``.
 """
@@ -196,6 +199,7 @@ def _rivet(ctx: RunContext) -> CaseResult:
         "devices": n,
         "current": done,
         "failed": sum(int(c["failed"]) for c in current.values()),
+        "retries": sum(int(c["retries"]) for c in current.values()),
         "errors": [e for c in current.values() for e in c["errors"]],
         "sent": int(batch_a["sent"]) + int(batch_b["sent"]),
         "acked": int(batch_a["acked"]) + int(batch_b["acked"]),
