@@ -8,7 +8,7 @@ decodable without also being documented and routed.
 
 from __future__ import annotations
 
-from protocol import account, ding, events, live, moderation, orgs, replies
+from protocol import account, ding, enterprise, events, live, moderation, orgs, replies
 from protocol import requests as rq
 
 AnyRequest = (
@@ -18,6 +18,7 @@ AnyRequest = (
     | moderation.Report
     | orgs.OrgRequest
     | account.AccountDelete
+    | enterprise.EnterpriseRequest
 )
 
 AnyEvent = events.CoreEvent | ding.DingEvents | live.LiveEvent | orgs.OrgEvent
@@ -30,7 +31,8 @@ RESULT_TYPES: dict[type[rq.Request], type[replies.Result]] = {
     **moderation.MODERATION_RESULT_TYPES,
     **orgs.ORG_RESULT_TYPES,
     **account.ACCOUNT_RESULT_TYPES,
+    **enterprise.ENTERPRISE_RESULT_TYPES,
 }
 
 #: Ops a connection may send before it is authenticated.
-PRE_AUTH_OPS: frozenset[type[rq.Request]] = rq.PRE_AUTH_OPS
+PRE_AUTH_OPS: frozenset[type[rq.Request]] = rq.PRE_AUTH_OPS | {enterprise.LoginEnterprise}

@@ -50,6 +50,18 @@ class ErrorCode(IntEnum):
     BLOCKED = 2007
     MUTED = 2008
     SESSION_REVOKED = 2009
+    # enterprise accounts (P5): real-person verification (O3) and one code per control (O1)
+    VERIFICATION_REQUIRED = 2010
+    ACCOUNT_DISABLED = 2011
+    MESSAGES_FORBIDDEN = 2012
+    FILES_FORBIDDEN = 2013
+    CONTACTS_FORBIDDEN = 2014
+    JOIN_ORGS_FORBIDDEN = 2015
+    LOGIN_RESTRICTED = 2016
+    ACCOUNT_FROZEN = 2017
+    DING_FORBIDDEN = 2018
+    LIVE_FORBIDDEN = 2019
+    EXTERNAL_CHAT_FORBIDDEN = 2020
     # 3xxx: conflicts with the current state
     IDEMPOTENCY_CONFLICT = 3000
     ALREADY_MEMBER = 3001
@@ -124,6 +136,58 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.SESSION_REVOKED: CodeInfo(
         "session_revoked", False, "client", "The session was revoked: log in again."
+    ),
+    ErrorCode.VERIFICATION_REQUIRED: CodeInfo(
+        "verification_required",
+        False,
+        "client",
+        "O3: an enterprise account without real-person verification may not communicate "
+        "with people outside its organisation, and they may not communicate with it.",
+    ),
+    ErrorCode.ACCOUNT_DISABLED: CodeInfo(
+        "account_disabled",
+        False,
+        "client",
+        "The enterprise account was disabled, banned or cancelled by its organisation.",
+    ),
+    ErrorCode.MESSAGES_FORBIDDEN: CodeInfo(
+        "messages_forbidden", False, "client", "O1: the organisation forbids this account messages."
+    ),
+    ErrorCode.FILES_FORBIDDEN: CodeInfo(
+        "files_forbidden", False, "client", "O1: the organisation forbids this account files."
+    ),
+    ErrorCode.CONTACTS_FORBIDDEN: CodeInfo(
+        "contacts_forbidden",
+        False,
+        "client",
+        "O1: the organisation forbids this account adding contacts.",
+    ),
+    ErrorCode.JOIN_ORGS_FORBIDDEN: CodeInfo(
+        "join_orgs_forbidden",
+        False,
+        "client",
+        "O1: the organisation forbids this account joining other organisations.",
+    ),
+    ErrorCode.LOGIN_RESTRICTED: CodeInfo(
+        "login_restricted", False, "client", "O1: the organisation restricted this account's login."
+    ),
+    ErrorCode.ACCOUNT_FROZEN: CodeInfo(
+        "account_frozen", False, "client", "O1: the organisation froze this account."
+    ),
+    ErrorCode.DING_FORBIDDEN: CodeInfo(
+        "ding_forbidden", False, "client", "O1: the organisation restricted DING for this account."
+    ),
+    ErrorCode.LIVE_FORBIDDEN: CodeInfo(
+        "live_forbidden",
+        False,
+        "client",
+        "O1: the organisation restricted live streams for this account.",
+    ),
+    ErrorCode.EXTERNAL_CHAT_FORBIDDEN: CodeInfo(
+        "external_chat_forbidden",
+        False,
+        "client",
+        "O1: the organisation restricted chat with people outside it for this account.",
     ),
     ErrorCode.IDEMPOTENCY_CONFLICT: CodeInfo(
         "idempotency_conflict",

@@ -10,12 +10,12 @@ Organisations' copies are not touched: they were the organisations' when made (A
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from server.background import Nudge, run_rounds
 from server.clock import Clock
 from storage.keys import user_owner
 from storage.records import Entry
@@ -34,22 +34,13 @@ class AccountEraser:
         self._stores = stores
         self._clock = clock
         self._publish_recall = publish_recall
-        self._kick_send, self._kick_receive = trio.open_memory_channel[None](1)
+        self.kick = Nudge()
         self.erased = 0
 
-    def kick(self) -> None:
-        with contextlib.suppress(trio.WouldBlock):
-            self._kick_send.send_nowait(None)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.finish_all()
-            except Exception:
-                log.exception("account erasure failed; it resumes on the next attempt")
-            with trio.move_on_after(30):
-                await self._kick_receive.receive()
+        await run_rounds(
+            "account erasure", self.finish_all, self.kick, every=30, task_status=task_status
+        )
 
     async def finish_all(self) -> None:
         for user_id in await self._stores.personal.pending_deletions():

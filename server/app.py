@@ -30,6 +30,7 @@ from server.context import Context, bus_publisher, publish_event
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
 from server.dissolution import Dissolver
+from server.enterprise import EnterpriseIndex
 from server.gateway import Gateway
 from server.hub import Hub
 from server.isolation import IsolatedNursery
@@ -138,8 +139,9 @@ def build_context(
             config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
         ),
         org_index=OrgIndex(stores.orgs),
+        enterprise=EnterpriseIndex(stores.orgs),
         dissolver=Dissolver(
-            stores.orgs, on_dissolved=partial(encryption.destroy_org_keys, stores.keys, clock)
+            stores.orgs, on_dissolved=encryption.org_keys_destroyer(stores.keys, clock)
         ),
         eraser=AccountEraser(stores, clock, publish_recall=publish_recall),
         org_feeds=org_feeds,

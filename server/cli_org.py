@@ -2,6 +2,9 @@
 
     rivet org verify   --data-dir D --org N        P2: verify (names unique among verified)
     rivet org unverify --data-dir D --org N
+    rivet org verify-person --data-dir D --org N --account NAME [--undo]
+                                                   O3: real-person verification of an
+                                                   enterprise account (the default Verifier)
     rivet org export   --url ws://... --token-file F --org N --out FILE [--format jsonl|msgpack]
                        [--member U] [--from MS] [--to MS]
 
@@ -38,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         cmd = org_sub.add_parser(name, help=text)
         cmd.add_argument("--data-dir", type=Path, default=Path("./rivet-data"))
         cmd.add_argument("--org", type=int, required=True)
+    person = org_sub.add_parser(
+        "verify-person", help="O3: mark an enterprise account's person as verified"
+    )
+    person.add_argument("--data-dir", type=Path, default=Path("./rivet-data"))
+    person.add_argument("--org", type=int, required=True)
+    person.add_argument("--account", required=True, help="the enterprise account's name")
+    person.add_argument("--undo", action="store_true", help="remove the verification instead")
     export = org_sub.add_parser("export", help="export an organisation's data as its admin")
     export.add_argument("--url", required=True, help="the server, e.g. ws://127.0.0.1:8765/")
     export.add_argument(
@@ -54,6 +64,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 async def run(args: argparse.Namespace) -> int:
     if args.org_command == "export":
         return await _export(args)
+    if args.org_command == "verify-person":
+        return await _verify_person(args)
     config = Config(data_dir=args.data_dir)
     async with open_stores(config) as stores:
         try:
@@ -67,6 +79,23 @@ async def run(args: argparse.Namespace) -> int:
             print("rivet: a verified organisation already has this name (P2)", file=sys.stderr)
             return 1
     print(json.dumps(msgspec.to_builtins(org)))
+    return 0
+
+
+async def _verify_person(args: argparse.Namespace) -> int:
+    """O3, the default ``Verifier``: the operator checked the person out of band. A running
+    server sees the change within its cache's lifetime (``server.enterprise``)."""
+    async with open_stores(Config(data_dir=args.data_dir)) as stores:
+        account = await stores.orgs.get_account(args.org, args.account)
+        if account is None:
+            print(f"rivet: no account {args.account!r} in organisation {args.org}", file=sys.stderr)
+            return 1
+        account = await stores.orgs.set_person_verified(
+            args.org, account.user_id, verified=not args.undo
+        )
+    info = msgspec.to_builtins(account)
+    info.pop("password_hash", None)
+    print(json.dumps(info))
     return 0
 
 

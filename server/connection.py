@@ -27,6 +27,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from protocol.errors import CloseCode
+from server.fastwrite import FrameWriter
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -62,8 +63,11 @@ class Connection:
     #: (size, is an event) of each queued frame, in queue order.
     _sizes: deque[tuple[int, bool]] = field(default_factory=deque)
     _room: trio.Event = field(default_factory=trio.Event)
-    _send: trio.MemorySendChannel[bytes] = field(init=False)
-    _receive: trio.MemoryReceiveChannel[bytes] = field(init=False)
+    # Items are frames' payloads, or the rest of a partly written frame (server.fastwrite).
+    _send: trio.MemorySendChannel[bytes | memoryview] = field(init=False)
+    _receive: trio.MemoryReceiveChannel[bytes | memoryview] = field(init=False)
+    #: Writes frames straight to the socket when nothing is queued (None: not possible).
+    _direct: FrameWriter | None = field(init=False)
     _scope: trio.CancelScope | None = None
     #: Set when the writer has sent everything queued (or the socket closed).
     writer_done: trio.Event = field(default_factory=trio.Event)
@@ -72,7 +76,8 @@ class Connection:
     read_scope: trio.CancelScope | None = None
 
     def __post_init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[bytes](self.queue_frames)
+        self._send, self._receive = trio.open_memory_channel[bytes | memoryview](self.queue_frames)
+        self._direct = FrameWriter.for_ws(self.ws)
 
     @property
     def authenticated(self) -> bool:
@@ -92,17 +97,29 @@ class Connection:
         self._queue(frame, event=False)
 
     def _queue(self, frame: bytes, *, event: bool) -> None:
+        item: bytes | memoryview = frame
+        if not self._sizes and self._direct is not None:
+            # Nothing queued and the writer idle: straight to the socket if it takes it all
+            # now, in order (server.fastwrite); else what is left goes through the queue.
+            rest = self._direct.write_nowait(frame)
+            if rest is None:
+                self.frames_sent += 1
+                return
+            item = rest
         try:
-            self._send.send_nowait(frame)
+            self._send.send_nowait(item)
         except trio.WouldBlock:
             self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+            if isinstance(item, memoryview) and self._direct is not None:
+                # Half a frame is on the wire and the rest can never follow: end it now.
+                self._direct.abandon()
+                self.close_soon(CloseCode.SLOW_CONSUMER, "send queue closed", flush=False)
         else:
-            self._sizes.append((len(frame), event))
-            self.queued_bytes += len(frame)
+            self._sizes.append((len(item), event))
+            self.queued_bytes += len(item)
             if event:
-                self.event_bytes += len(frame)
+                self.event_bytes += len(item)
 
     async def wait_send_room(self) -> None:
         """Wait until the queue holds at most ``queue_bytes`` bytes (the gateway calls it
@@ -149,13 +166,18 @@ class Connection:
             async with self._receive:
                 async for frame in self._receive:
                     try:
-                        await self.ws.send_message(frame)
+                        if self._direct is not None:
+                            await self._direct.write(frame)
+                        else:  # no socket to write to directly: items are whole payloads
+                            await self.ws.send_message(bytes(frame))
                     except ConnectionClosed:
                         return
                     finally:
                         self._sent()
                     self.frames_sent += 1
         finally:
+            if self._direct is not None:
+                self._direct.abandon()
             self.writer_done.set()
 
     def finish_sending(self) -> None:

@@ -14,6 +14,7 @@ from server.config import Config
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
 from server.dissolution import Dissolver
+from server.enterprise import EnterpriseIndex
 from server.hub import Hub
 from server.live import LiveRuntime
 from server.membership import MemberCache
@@ -64,6 +65,8 @@ class Context:
     dissolver: Dissolver
     #: A1: the resumable job that erases deleted personal accounts.
     eraser: AccountEraser
+    #: P5/O1/O3: who is an enterprise account (cached for the send path), and the verifier.
+    enterprise: EnterpriseIndex
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)

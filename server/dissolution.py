@@ -8,12 +8,12 @@ the process died is found again at start (``OrganisationStore.dissolving``) and 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from server.background import Nudge, run_rounds
 from storage.orgs import OrganisationStore
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 #: long behind one large dissolution (docs/storage-organisations.md measured ~4-5 ms).
 CHUNK = 1000
 
-#: Called once an organisation is completely gone (e.g. to destroy its keys, A3).
+#: Called for a dissolving organisation before its rows are deleted, again on every resumed
+#: attempt until it is gone, so it must be idempotent (it destroys the organisation's keys,
+#: A3: its copies are unreadable from then on, even before they are deleted).
 OnDissolved = Callable[[int], Awaitable[object]]
 
 
@@ -32,28 +34,19 @@ class Dissolver:
     ) -> None:
         self._store = store
         self._on_dissolved = on_dissolved
-        self._kick_send, self._kick_receive = trio.open_memory_channel[None](1)
+        self.kick = Nudge()
         self.dissolved = 0
 
-    def kick(self) -> None:
-        with contextlib.suppress(trio.WouldBlock):
-            self._kick_send.send_nowait(None)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.finish_all()
-            except Exception:
-                log.exception("dissolution failed; it resumes on the next attempt")
-            with trio.move_on_after(30):
-                await self._kick_receive.receive()
+        await run_rounds(
+            "dissolution", self.finish_all, self.kick, every=30, task_status=task_status
+        )
 
     async def finish_all(self) -> None:
         for org_id in await self._store.dissolving():
-            while await self._store.delete_chunk(org_id, limit=CHUNK) > 0:
-                await trio.lowlevel.checkpoint()
             if self._on_dissolved is not None:
                 await self._on_dissolved(org_id)
+            while await self._store.delete_chunk(org_id, limit=CHUNK) > 0:
+                await trio.lowlevel.checkpoint()
             self.dissolved += 1
             log.info("organisation dissolved", extra={"org_id": org_id})

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -132,6 +133,10 @@ def write_master_key_file(path: Path, master: MasterKey) -> None:
         os.close(dir_fd)
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(Path(directory).resolve())
+
+
 def configured_master_key(config: Config) -> tuple[MasterKey, str] | None:
     """The master key given by the environment, the config or the data directory, with
     where it came from; None if none is given."""
@@ -154,12 +159,17 @@ def configured_master_key(config: Config) -> tuple[MasterKey, str] | None:
     return None
 
 
-async def master_key_for(config: Config, keys: KeyStore, *, create: bool = True) -> MasterKey:
+async def master_key_for(config: Config, keys: KeyStore) -> MasterKey:
     """The master key to run with (module doc); creates one on a first start."""
     found = await trio.to_thread.run_sync(configured_master_key, config)
     if found is not None:
         master, source = found
-        if source == str(default_master_key_path(config.data_dir)):
+        in_file = source != MASTER_KEY_ENV
+        if (
+            in_file
+            and config.store == "sqlite"
+            and await trio.to_thread.run_sync(_inside, Path(source), config.data_dir)
+        ):
             log.warning(
                 "the master key is inside the data directory: backups of it are readable",
                 extra={"path": source},
@@ -173,8 +183,6 @@ async def master_key_for(config: Config, keys: KeyStore, *, create: bool = True)
             f"{MASTER_KEY_ENV} or --master-key-file (generating a new one would make every "
             "stored message unreadable)"
         )
-    if not create:
-        raise MasterKeyError(f"no master key is configured for {config.data_dir}")
     master = MasterKey.generate()
     path = default_master_key_path(config.data_dir)
     await trio.to_thread.run_sync(write_master_key_file, path, master)
@@ -200,3 +208,14 @@ async def destroy_user_keys(keys: KeyStore, clock: Clock, user_id: int) -> int:
 async def destroy_org_keys(keys: KeyStore, clock: Clock, org_id: int) -> int:
     """O4: the organisation's copies become unreadable (see ``destroy_user_keys``)."""
     return await keys.destroy(org_owner(org_id), now=clock.now_ms())
+
+
+def org_keys_destroyer(keys: KeyStore, clock: Clock) -> Callable[[int], Awaitable[None]]:
+    """The dissolution job's hook (``server.dissolution.OnDissolved``): destroy the keys of
+    a dissolving organisation (idempotent, so a resumed job may call it again)."""
+
+    async def destroy(org_id: int) -> None:
+        gone = await destroy_org_keys(keys, clock, org_id)
+        log.info("organisation keys destroyed", extra={"org_id": org_id, "keys": gone})
+
+    return destroy

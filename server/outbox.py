@@ -12,7 +12,6 @@ store of each listed organisation (those the sender belonged to when sending) fo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import msgspec
@@ -21,10 +20,12 @@ import trio
 from protocol.orgs import OrgCopyEvent
 from protocol.requests import Content
 from server import policy
+from server.background import Nudge, run_rounds
 from server.org_feed import OrgFeeds
 from server.services.admin import copy_info
 from storage.consent import ConsentStore
 from storage.interfaces import CrossDomainStore
+from storage.keys import KeysDestroyed
 from storage.orgs import NewCopy, OrganisationStore
 from storage.records import Entry, PendingEffect
 
@@ -59,24 +60,19 @@ class OutboxRelay:
         self._feeds = feeds
         self._ref_key = ref_key
         self._poll_interval = poll_interval
-        self._kick_send, self._kick_receive = trio.open_memory_channel[None](1)
+        #: Something was recorded: run soon (coalesced; never blocks).
+        self.kick = Nudge()
         self.copied = 0
         self.finished = 0
 
-    def kick(self) -> None:
-        """Something was recorded: run soon (coalesced; never blocks)."""
-        with contextlib.suppress(trio.WouldBlock):
-            self._kick_send.send_nowait(None)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.drain()
-            except Exception:
-                log.exception("outbox relay failed; effects stay pending and are retried")
-            with trio.move_on_after(self._poll_interval):
-                await self._kick_receive.receive()
+        await run_rounds(
+            "outbox relay",
+            self.drain,
+            self.kick,
+            every=self._poll_interval,
+            task_status=task_status,
+        )
 
     async def drain(self) -> None:
         """Carry out every pending effect, oldest first."""
@@ -108,16 +104,19 @@ class OutboxRelay:
             history = await self._consent.consent_history(entry.sender, org_id)
             if not policy.may_copy(spans=spans, consent=history, at=entry.ts):
                 continue
-            copy, duplicate = await self._orgs.add_copy(
-                org_id,
-                NewCopy(
-                    member=entry.sender,
-                    conv_ref=policy.conversation_ref(self._ref_key, org_id, entry.conv_id),
-                    ts=entry.ts,
-                    body=body,
-                    source=f"cross:{entry.stream}",
-                ),
-            )
+            try:
+                copy, duplicate = await self._orgs.add_copy(
+                    org_id,
+                    NewCopy(
+                        member=entry.sender,
+                        conv_ref=policy.conversation_ref(self._ref_key, org_id, entry.conv_id),
+                        ts=entry.ts,
+                        body=body,
+                        source=f"cross:{entry.stream}",
+                    ),
+                )
+            except KeysDestroyed:
+                continue  # O4/A3: the organisation is being dissolved; it takes no more copies
             if not duplicate:
                 self.copied += 1
                 self._feeds.publish(org_id, OrgCopyEvent(org=org_id, copy=copy_info(copy)))

@@ -28,9 +28,11 @@ from server.org_view import _MINT, OrgView
 from server.services.admin import audit_info
 from storage.consent import ConsentChange, consented_at
 from storage.ding_records import Ding as DingRecord
+from storage.enterprise import AccountStatus, EnterpriseAccount
 from storage.orgs import (
     AuditEntry,
     JoinRequest,
+    Organisation,
     OrganisationStore,
     OrgMember,
     RequestKind,
@@ -645,3 +647,190 @@ def may_see_members(member: OrgMember | None) -> OrgMember:
     if member is None or not member.active:
         raise org_not_found()
     return member
+
+
+# --- enterprise accounts (P5), real-person verification (O3), controls (O1) -------------------
+
+#: O1: each control refuses with its own code.
+_CONTROL_REFUSALS: Final[dict[str, tuple[ErrorCode, str]]] = {
+    "no_messages": (ErrorCode.MESSAGES_FORBIDDEN, "your organisation forbids you messages"),
+    "no_files": (ErrorCode.FILES_FORBIDDEN, "your organisation forbids you files"),
+    "no_contacts": (ErrorCode.CONTACTS_FORBIDDEN, "your organisation forbids you new contacts"),
+    "no_join_orgs": (
+        ErrorCode.JOIN_ORGS_FORBIDDEN,
+        "your organisation forbids you joining other organisations",
+    ),
+    "no_login": (ErrorCode.LOGIN_RESTRICTED, "your organisation restricted your login"),
+    "frozen": (ErrorCode.ACCOUNT_FROZEN, "your organisation froze this account"),
+    "no_ding": (ErrorCode.DING_FORBIDDEN, "your organisation restricted DING for you"),
+    "no_live": (ErrorCode.LIVE_FORBIDDEN, "your organisation restricted live streams for you"),
+    "no_external_chat": (
+        ErrorCode.EXTERNAL_CHAT_FORBIDDEN,
+        "your organisation restricted chat with people outside it",
+    ),
+}
+
+#: O1: controls whose setting closes the account's connections at once.
+_CLOSING_CONTROLS: Final = frozenset({"frozen"})
+
+
+def _refuse_control(account: EnterpriseAccount | None, control: str) -> None:
+    if account is not None and control in account.controls:
+        code, message = _CONTROL_REFUSALS[control]
+        raise ProtocolError(code, message)
+
+
+def is_outsider(account: EnterpriseAccount, other: EnterpriseAccount | None) -> bool:
+    """O3: to an enterprise account, everyone but its own organisation's enterprise accounts
+    is an outsider (personal users, and other organisations' accounts)."""
+    return other is None or other.org_id != account.org_id
+
+
+def verification_required() -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.VERIFICATION_REQUIRED,
+        "an enterprise account without real-person verification cannot communicate "
+        "outside its organisation",
+    )
+
+
+def may_communicate(first: EnterpriseAccount | None, second: EnterpriseAccount | None) -> None:
+    """O3, both directions: if either side is an enterprise account without real-person
+    verification and the other is an outsider to it, they may not be put in touch."""
+    for me, other in ((first, second), (second, first)):
+        if me is not None and not me.person_verified and is_outsider(me, other):
+            raise verification_required()
+
+
+def may_send_as(
+    sender: EnterpriseAccount | None,
+    *,
+    has_file: bool,
+    others: Iterable[EnterpriseAccount | None],
+) -> None:
+    """O1 and O3 for a message from ``sender`` to a conversation whose other members are
+    ``others``: the organisation's message and file controls, its external-chat control,
+    and (sender side) the verification gate."""
+    if sender is None:
+        return
+    _refuse_control(sender, "no_messages")
+    if has_file:
+        _refuse_control(sender, "no_files")
+    if any(is_outsider(sender, other) for other in others):
+        _refuse_control(sender, "no_external_chat")
+        if not sender.person_verified:
+            raise verification_required()
+
+
+def may_chat_directly(
+    sender: EnterpriseAccount | None, peer: EnterpriseAccount | None, *, has_file: bool
+) -> None:
+    """A single chat: the sender's controls, and O3 in both directions."""
+    may_send_as(sender, has_file=has_file, others=[peer])
+    may_communicate(sender, peer)
+
+
+def may_form_group(
+    accounts: dict[int, EnterpriseAccount | None], *, joining: AbstractSet[int]
+) -> None:
+    """O3 for creating a group or adding to it: ``accounts`` holds every member after the
+    change (user id -> enterprise account or None), ``joining`` the new ones. An unverified
+    enterprise account may not join a group with outsiders, nor may an outsider join a group
+    it is in."""
+    for user_id, account in accounts.items():
+        if account is None or account.person_verified:
+            continue
+        relevant = accounts.keys() if user_id in joining else joining
+        for other in relevant:
+            if other != user_id and is_outsider(account, accounts[other]):
+                raise verification_required()
+
+
+def may_add_contact(caller: EnterpriseAccount | None, target: EnterpriseAccount | None) -> None:
+    """O1 (no new contacts) and O3 in both directions."""
+    _refuse_control(caller, "no_contacts")
+    may_communicate(caller, target)
+
+
+def may_join_org(account: EnterpriseAccount | None, org_id: int) -> None:
+    """O1: an enterprise account may be forbidden to join other organisations."""
+    if account is not None and account.org_id != org_id:
+        _refuse_control(account, "no_join_orgs")
+
+
+def may_leave_own_org(account: EnterpriseAccount | None, org_id: int) -> None:
+    """P5: an enterprise account belongs to its organisation; it is cancelled, not left."""
+    if account is not None and account.org_id == org_id:
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE, "an enterprise account cannot leave its organisation"
+        )
+
+
+def may_ding_as(account: EnterpriseAccount | None) -> None:
+    _refuse_control(account, "no_ding")
+
+
+def may_go_live_as(account: EnterpriseAccount | None) -> None:
+    _refuse_control(account, "no_live")
+
+
+def login_refusal(account: EnterpriseAccount) -> tuple[str, ProtocolError] | None:
+    """P5/O1: why a login with the right password is refused (the reason kept in the login
+    record, and the error), or None."""
+    if account.status != "active":
+        return account.status, ProtocolError(
+            ErrorCode.ACCOUNT_DISABLED, f"the account is {account.status}"
+        )
+    for control in ("frozen", "no_login"):
+        if control in account.controls:
+            code, message = _CONTROL_REFUSALS[control]
+            return control, ProtocolError(code, message)
+    return None
+
+
+def may_manage_accounts(admin: OrgMember | None) -> OrgMember:
+    """P5: an admin with ``members`` manages the organisation's enterprise accounts."""
+    if admin is None or not admin.active:
+        raise org_not_found()
+    if not admin.may("members"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "this needs the 'members' permission")
+    return admin
+
+
+def may_create_account(admin: OrgMember | None, org: Organisation) -> OrgMember:
+    """P5: only a verified organisation creates enterprise accounts."""
+    admin = may_manage_accounts(admin)
+    if not org.verified:
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, "only a verified organisation creates enterprise accounts"
+        )
+    return admin
+
+
+def account_in_org(account: EnterpriseAccount | None, org_id: int) -> EnterpriseAccount:
+    """An organisation reaches only its own enterprise accounts (D6)."""
+    if account is None or account.org_id != org_id:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such enterprise account")
+    return account
+
+
+def may_set_account_status(account: EnterpriseAccount, status: AccountStatus) -> None:
+    """P5: a cancelled account stays cancelled."""
+    if account.status == "cancelled" and status != "cancelled":
+        raise ProtocolError(ErrorCode.INVALID_STATE, "a cancelled account stays cancelled")
+
+
+def closes_connections(before: EnterpriseAccount, after: EnterpriseAccount) -> bool:
+    """Disabling, banning, cancelling or freezing an account ends its sessions."""
+    if before.active and not after.active:
+        return True
+    return bool((after.controls - before.controls) & _CLOSING_CONTROLS)
+
+
+def may_verify_person(*, verifier_says: bool) -> None:
+    """O3: only the verifier (by default the operator's command) verifies a person."""
+    if not verifier_says:
+        raise ProtocolError(
+            ErrorCode.VERIFICATION_REQUIRED,
+            "real-person verification is done by the operator (rivet org verify-person)",
+        )

@@ -7,11 +7,18 @@ conversation. Pushes are best effort: the queue is bounded and, when it is full,
 newest offer is dropped and counted (``statistics()['dropped']``); the message itself is
 durable and reaches the device when it next syncs. Push payloads never carry message
 content, only that there is something new.
+
+A user's settings and devices are kept for ``cache_seconds`` (a group message offers every
+member: without it, each message would cost two store reads per member). Changes made
+through this process drop them at once (``forget``, from the settings and login services);
+the lifetime bounds how long a change made by another process (``rivet users`` on the same
+data directory) can go unnoticed, within the best effort above.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import trio
@@ -19,18 +26,31 @@ import trio
 from server.hub import Hub
 from server.notify.interface import Notifier
 from storage.interfaces import PersonalStore
-from storage.records import Entry
+from storage.records import Entry, Settings
 
 log = logging.getLogger(__name__)
 
 
 class PushQueue:
     def __init__(
-        self, *, personal: PersonalStore, hub: Hub, notifier: Notifier, capacity: int = 1024
+        self,
+        *,
+        personal: PersonalStore,
+        hub: Hub,
+        notifier: Notifier,
+        capacity: int = 1024,
+        cache_seconds: float = 30.0,
+        cache_users: int = 100_000,
     ) -> None:
         self._personal = personal
         self._hub = hub
         self._notifier = notifier
+        self._cache_seconds = cache_seconds
+        self._cache_users = cache_users
+        #: user -> (valid until, settings, device ids), least recently used first.
+        self._known: OrderedDict[int, tuple[float, Settings, tuple[int, ...]]] = OrderedDict()
+        #: Bumped by ``forget``, so a read that raced a change is not kept.
+        self._generation = 0
         self._send, self._receive = trio.open_memory_channel[tuple[Entry, tuple[int, ...]]](
             capacity
         )
@@ -51,21 +71,42 @@ class PushQueue:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async for entry, users in self._receive:
+            now = trio.current_time()
             for user_id in users:
-                await self._push_user(entry, user_id)
+                await self._push_user(entry, user_id, now)
 
-    async def _push_user(self, entry: Entry, user_id: int) -> None:
+    def forget(self, user_id: int) -> None:
+        """``user_id``'s settings or devices changed: read them afresh next time."""
+        self._generation += 1
+        self._known.pop(user_id, None)
+
+    async def _facts(self, user_id: int, now: float) -> tuple[Settings, tuple[int, ...]]:
+        known = self._known.get(user_id)
+        if known is not None and known[0] > now:
+            self._known.move_to_end(user_id)
+            return known[1], known[2]
+        generation = self._generation
         settings = await self._personal.get_settings(user_id)
+        devices = tuple(d.device_id for d in await self._personal.list_devices(user_id))
+        if generation == self._generation:
+            self._known[user_id] = (now + self._cache_seconds, settings, devices)
+            self._known.move_to_end(user_id)
+            if len(self._known) > self._cache_users:
+                self._known.popitem(last=False)
+        return settings, devices
+
+    async def _push_user(self, entry: Entry, user_id: int, now: float) -> None:
+        settings, devices = await self._facts(user_id, now)
         if not settings.notifications or entry.conv_id in settings.muted_conversations:
             return
         online = self._hub.online_devices(user_id)
-        for device in await self._personal.list_devices(user_id):
-            if device.device_id in online:
+        for device_id in devices:
+            if device_id in online:
                 continue
             try:
                 await self._notifier.push(
                     user_id=user_id,
-                    device_id=device.device_id,
+                    device_id=device_id,
                     title="New message",
                     body="You have a new message",
                     conv=entry.conv_id,

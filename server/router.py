@@ -19,6 +19,7 @@ import trio
 from protocol import account as pa
 from protocol import codec
 from protocol import ding as pd
+from protocol import enterprise as pe
 from protocol import live as pl
 from protocol import moderation as pm
 from protocol import orgs as po
@@ -43,6 +44,7 @@ from server.services import (
     sync,
 )
 from server.services import ding as ding_ops
+from server.services import enterprise as enterprise_ops
 from server.services import live as live_ops
 from server.services import moderation as moderation_ops
 from server.throttle import Refusal, Throttle
@@ -134,6 +136,13 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     pa.AccountDelete: account.delete,
     po.ConsentSet: orgs.set_consent,
     po.ConsentList: orgs.list_consents,
+    pe.OrgAccountCreate: enterprise_ops.create_account,
+    pe.LoginEnterprise: enterprise_ops.login,
+    pe.OrgAccountStatus: enterprise_ops.set_status,
+    pe.OrgAccountLogins: enterprise_ops.logins,
+    pe.OrgAccountVerifyPerson: enterprise_ops.verify_person,
+    pe.EnterpriseUnverifySelf: enterprise_ops.unverify_self,
+    pe.OrgAccountControls: enterprise_ops.set_controls,
 }
 
 AdminHandler = Callable[[OrgView, Connection, Any], Awaitable[msgspec.Struct]]

@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -178,22 +178,34 @@ class KeyRing:
     ``destroyed`` rings hold no key and never will: everything sealed for the owner is gone.
     """
 
-    __slots__ = ("destroyed", "keys", "owner")
+    __slots__ = ("_keys", "_prefix", "active", "destroyed", "owner")
 
     def __init__(self, owner: str, keys: Iterable[DataKey] = (), *, destroyed: bool = False):
         self.owner = owner
-        self.keys: dict[int, DataKey] = {key.key_id: key for key in keys}
+        self._prefix = owner.encode() + b"\x00"  # the owner is part of every body's AD
+        self._keys: dict[int, DataKey] = {}
+        #: The newest key, which seals; None when the ring is empty.
+        self.active: DataKey | None = None
         self.destroyed = destroyed
-        if destroyed and self.keys:
+        for key in keys:
+            self.add(key)
+        if destroyed and self._keys:
             raise ValueError("a destroyed ring holds no key")
 
     @property
-    def active(self) -> DataKey | None:
-        return self.keys[max(self.keys)] if self.keys else None
+    def keys(self) -> Mapping[int, DataKey]:
+        return self._keys
+
+    def add(self, key: DataKey) -> None:
+        if self.destroyed:
+            raise ValueError("a destroyed ring holds no key")
+        self._keys[key.key_id] = key
+        if self.active is None or key.key_id > self.active.key_id:
+            self.active = key
 
     @property
     def newest_id(self) -> int:
-        return max(self.keys, default=0)
+        return 0 if self.active is None else self.active.key_id
 
     def can_seal(self) -> bool:
         active = self.active
@@ -204,22 +216,18 @@ class KeyRing:
         active = self.active
         if active is None:
             raise NoActiveKey(self.owner)
-        return active.seal(plaintext, _owner_ad(self.owner, ad))
+        return active.seal(plaintext, self._prefix + ad)
 
     def open(self, sealed: Sealed, ad: bytes) -> bytes | None:
         """The plaintext, or None when the key is not held (destroyed) or the body does not
         verify."""
-        key = self.keys.get(sealed.key_id)
+        key = self._keys.get(sealed.key_id)
         if key is None:
             return None
-        return key.open(sealed, _owner_ad(self.owner, ad))
+        return key.open(sealed, self._prefix + ad)
 
     def __repr__(self) -> str:
         return f"KeyRing({self.owner!r}, keys={sorted(self.keys)}, destroyed={self.destroyed})"
-
-
-def _owner_ad(owner: str, ad: bytes) -> bytes:
-    return owner.encode() + b"\x00" + ad
 
 
 class MasterKey:

@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from storage.enterprise import AccountStatus, EnterpriseAccount, LoginRecord
+
 OrgRole = Literal["primary", "admin", "member"]
 #: What a sub-admin may be allowed (P3). The primary admin has all of them.
 Permission = Literal["members", "audit", "export", "search", "moderate", "admins"]
@@ -245,5 +247,38 @@ class OrganisationStore(Protocol):
 
     async def delete_chunk(self, org_id: int, *, limit: int) -> int:
         """Delete up to ``limit`` of the organisation's rows (copies first, then requests,
-        audit entries and members) in one transaction; when none are left, delete the
-        organisation itself. Returns how many rows went; 0 means the organisation is gone."""
+        audit entries, members, login records and enterprise accounts) in one transaction;
+        when none are left, delete the organisation itself. Returns how many rows went; 0
+        means the organisation is gone."""
+
+    # enterprise accounts (P5, O1, O3)
+    async def create_account(
+        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+    ) -> EnterpriseAccount:
+        """A new active, unverified account without controls. ``AlreadyExists`` if the
+        organisation has an account of that name or the user already is an account."""
+
+    async def get_account(self, org_id: int, account: str) -> EnterpriseAccount | None: ...
+
+    async def account_of_user(self, user_id: int) -> EnterpriseAccount | None:
+        """The enterprise account whose personal user row is ``user_id``, if any."""
+
+    async def set_account_status(
+        self, org_id: int, user_id: int, *, status: AccountStatus
+    ) -> EnterpriseAccount:
+        """``KeyError`` if the organisation has no such account (as for the setters below)."""
+
+    async def set_person_verified(
+        self, org_id: int, user_id: int, *, verified: bool
+    ) -> EnterpriseAccount: ...
+
+    async def set_controls(
+        self, org_id: int, user_id: int, *, controls: frozenset[str]
+    ) -> EnterpriseAccount: ...
+
+    async def record_login(
+        self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int
+    ) -> LoginRecord: ...
+
+    async def login_records(self, org_id: int, user_id: int, *, limit: int) -> list[LoginRecord]:
+        """The account's latest login records, newest first."""

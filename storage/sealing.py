@@ -251,7 +251,7 @@ class DataKeys:
             reserved=reserved,
             now=self._now(),
         )
-        ring.keys[key_id] = DataKey(key_id, secret, uses=0, lease_end=reserved)
+        ring.add(DataKey(key_id, secret, uses=0, lease_end=reserved))
         if key_id > 1:
             self.rotations += 1
         self._remember(ring)
@@ -436,6 +436,10 @@ class SealedCrossDomainStore(_PassThrough):
     async def mark_read(self, *, conv_id: str, user_id: int, seq: int, now: int) -> ReadMoved:
         # A read entry has no body.
         return await self._inner.mark_read(conv_id=conv_id, user_id=user_id, seq=seq, now=now)
+
+    async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
+        # A1: the recall entries it returns have no body; the erased bodies are gone.
+        return await self._inner.erase_sender(user_id, now=now, limit=limit)
 
     async def get_entry(self, conv_id: str, seq: int) -> Entry | None:
         entry = await self._inner.get_entry(conv_id, seq)

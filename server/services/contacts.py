@@ -18,6 +18,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import ContactEvent
 from server.connection import Connection
 from server.context import Context
+from server.services import enterprise
 from server.services.render import fingerprint
 from storage.records import ContactRow, ContactStateName, ContactWrite, IdempotencyKey
 
@@ -73,6 +74,7 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     if target == caller:
         raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot add yourself")
+    await enterprise.check_contact(ctx, caller, target)  # O1, O3
     theirs = await personal.get_contact(target, caller)
     if theirs is not None and theirs.state == "blocked":
         raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
@@ -107,6 +109,7 @@ async def respond(ctx: Context, conn: Connection, req: rq.ContactsRespond) -> re
         raise ProtocolError(ErrorCode.INVALID_STATE, "no contact request from this user")
     now = ctx.clock.now_ms()
     if req.accept:
+        await enterprise.check_contact(ctx, caller, req.user)  # O1, O3
         writes = [
             _write(caller, req.user, "accepted", mine.note, now),
             _write(req.user, caller, "accepted", "", now),

@@ -26,6 +26,7 @@ from storage.ding_records import Ding, NewDing
 
 async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
     caller = _user(conn)
+    policy.may_ding_as(await ctx.enterprise.account_of(caller))  # O1
     runtime = ctx.ding
     now = ctx.clock.now_ms()
     reachable = await _reachable(ctx, caller, req.recipients)

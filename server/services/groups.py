@@ -17,6 +17,7 @@ from protocol.ids import conversation_kind, group_conversation_id
 from server import policy
 from server.connection import Connection
 from server.context import Context
+from server.services import enterprise
 from server.services.render import conversation_info, fingerprint, message_event, system_body
 from storage.records import (
     ConversationChange,
@@ -31,6 +32,7 @@ async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies
     caller = _user(conn)
     invited = sorted(set(req.members) - {caller})
     await _require_users(ctx, invited)
+    await enterprise.check_group(ctx, [caller, *invited], joining=[caller, *invited])  # O3
     limit = ctx.config.group_member_limit
     if len(invited) + 1 > limit:
         raise ProtocolError(ErrorCode.MEMBER_LIMIT, f"a group allows {limit} members")
@@ -82,6 +84,8 @@ async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Chang
         if existing is not None and existing.active:
             raise ProtocolError(ErrorCode.ALREADY_MEMBER, f"user {user} is already a member")
     policy.may_admit(conversation, adding=len(users))
+    current = await ctx.members.member_ids(req.conv)
+    await enterprise.check_group(ctx, [*current, *users], joining=users)  # O3
     changes = tuple(
         MemberChange(
             user_id=u, op="add", role="member", history_from_start=conversation.history_visible

@@ -40,6 +40,7 @@ EXPIRY_RETRY_SECONDS = 5.0
 
 async def start(ctx: Context, conn: Connection, req: pl.LiveStart) -> pl.LiveJoined:
     caller, device = _who(conn)
+    policy.may_go_live_as(await ctx.enterprise.account_of(caller))  # O1
     groups = list(dict.fromkeys([req.conv, *req.link_groups]))
     policy.may_link_live(linked=0, adding=len(groups) - 1)
     for group in groups:

@@ -15,6 +15,7 @@ from server.connection import Connection
 from server.context import Context
 from server.metrics import METRICS
 from server.outbox import org_copy_effect
+from server.services import enterprise
 from server.services.render import (
     content_body,
     conversation_info,
@@ -57,6 +58,7 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
             blocked = row is not None and row.state == "blocked"
     policy.check_content(req.content)
     policy.may_send(conversation=conversation, member=member, blocked_by_peer=blocked)
+    await enterprise.check_send(ctx, caller, req.conv, req.content)  # O1, O3
     if conversation is not None and member is not None:
         policy.may_mention(conversation, member, mention_all=req.content.mention_all)
     elif req.content.mention_all:

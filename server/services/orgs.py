@@ -124,6 +124,7 @@ async def invite(ctx: Context, conn: Connection, req: po.OrgInvite) -> po.JoinRe
 async def apply(ctx: Context, conn: Connection, req: po.OrgApply) -> po.JoinRequestResult:
     caller = _user(conn)
     org = await _org(ctx, req.org)
+    policy.may_join_org(await ctx.enterprise.account_of(caller), req.org)  # O1
     await _not_a_member(ctx, req.org, caller)
     pending = await _pending_request(ctx, req.org, caller)
     if pending is not None:
@@ -182,6 +183,8 @@ async def answer(ctx: Context, conn: Connection, req: po.OrgAnswer) -> po.JoinRe
     caller = _user(conn)
     await _org(ctx, req.org)
     request = policy.may_answer(caller, await ctx.stores.orgs.get_request(req.org, req.request_id))
+    if req.accept:
+        policy.may_join_org(await ctx.enterprise.account_of(caller), req.org)  # O1
     status: RequestStatus = "accepted" if req.accept else "declined"
     updated = await ctx.stores.orgs.set_request_status(
         req.org, request.request_id, expect="pending_user", status=status, now=ctx.clock.now_ms()
@@ -210,6 +213,7 @@ async def leave(ctx: Context, conn: Connection, req: po.OrgLeave) -> Done:
     caller = _user(conn)
     await _org(ctx, req.org)
     policy.may_leave_org(await ctx.stores.orgs.get_member(req.org, caller))
+    policy.may_leave_own_org(await ctx.stores.orgs.account_of_user(caller), req.org)  # P5
     await ctx.stores.orgs.remove_member(req.org, caller, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(caller)
     ctx.org_feeds.drop_user(req.org, caller)

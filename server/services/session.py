@@ -121,6 +121,7 @@ async def verify_code(ctx: Context, conn: Connection, req: rq.LoginVerify) -> re
     device = await ctx.stores.personal.register_device(
         user_id=user.user_id, name=req.device_name, now=ctx.clock.now_ms()
     )
+    ctx.pushes.forget(user.user_id)
     tokens = await ctx.credentials.issue(ctx.stores, user, device)
     await _bind(ctx, conn, user, device)
     return ctx.credentials.tokens_reply(tokens, _session(ctx, conn))

@@ -25,6 +25,7 @@ async def set_notifications(ctx: Context, conn: Connection, req: rq.SettingsSet)
         event_body=_encoder.encode(event),
         now=ctx.clock.now_ms(),
     )
+    ctx.pushes.forget(user)
     ctx.publish([user], msgspec.structs.replace(event, pstream=change.pstream))
     return replies.Done()
 
@@ -43,5 +44,6 @@ async def mute_conversation(ctx: Context, conn: Connection, req: rq.ConvMute) ->
         event_body=_encoder.encode(event),
         now=ctx.clock.now_ms(),
     )
+    ctx.pushes.forget(user)
     ctx.publish([user], msgspec.structs.replace(event, pstream=change.pstream))
     return replies.Done()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from storage.enterprise import AccountStatus, EnterpriseAccount, LoginRecord
 from storage.errors import AlreadyExists
 from storage.orgs import (
     AuditEntry,
@@ -30,6 +31,9 @@ class _Org:
         self.copies: dict[int, OrgCopy] = {}
         self.sources: dict[str, int] = {}
         self.audit: list[AuditEntry] = []
+        #: P5: enterprise accounts by user id, and their login records, oldest first.
+        self.accounts: dict[int, EnterpriseAccount] = {}
+        self.logins: list[LoginRecord] = []
 
 
 class MemoryOrganisationStore:
@@ -326,6 +330,12 @@ class MemoryOrganisationStore:
             del state.members[user_id]
             state.spans.pop(user_id, None)
             deleted += 1
+        while state.logins and deleted < limit:
+            state.logins.pop()
+            deleted += 1
+        while state.accounts and deleted < limit:
+            del state.accounts[next(iter(state.accounts))]
+            deleted += 1
         if deleted == 0:
             del self._orgs[org_id]
             state.sources.clear()
@@ -334,3 +344,75 @@ class MemoryOrganisationStore:
     async def member_ids(self, org_id: int, user_ids: Sequence[int]) -> set[int]:
         state = self._org(org_id)
         return {u for u in user_ids if u in state.members and state.members[u].active}
+
+    # enterprise accounts (P5, O1, O3)
+
+    async def create_account(
+        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+    ) -> EnterpriseAccount:
+        state = self._org(org_id)
+        if any(a.account == account for a in state.accounts.values()):
+            raise AlreadyExists(f"the organisation has an account named {account!r}")
+        if await self.account_of_user(user_id) is not None:
+            raise AlreadyExists(f"user {user_id} already is an enterprise account")
+        created = EnterpriseAccount(
+            org_id=org_id,
+            account=account,
+            user_id=user_id,
+            password_hash=password_hash,
+            created_at=now,
+        )
+        state.accounts[user_id] = created
+        return created
+
+    async def get_account(self, org_id: int, account: str) -> EnterpriseAccount | None:
+        state = self._orgs.get(org_id)
+        if state is None:
+            return None
+        return next((a for a in state.accounts.values() if a.account == account), None)
+
+    async def account_of_user(self, user_id: int) -> EnterpriseAccount | None:
+        for state in self._orgs.values():
+            if user_id in state.accounts:
+                return state.accounts[user_id]
+        return None
+
+    def _replace_account(self, org_id: int, user_id: int, **changes: object) -> EnterpriseAccount:
+        state = self._org(org_id)
+        if user_id not in state.accounts:
+            raise KeyError(f"no enterprise account {user_id} in organisation {org_id}")
+        updated = msgspec.structs.replace(state.accounts[user_id], **changes)
+        state.accounts[user_id] = updated
+        return updated
+
+    async def set_account_status(
+        self, org_id: int, user_id: int, *, status: AccountStatus
+    ) -> EnterpriseAccount:
+        return self._replace_account(org_id, user_id, status=status)
+
+    async def set_person_verified(
+        self, org_id: int, user_id: int, *, verified: bool
+    ) -> EnterpriseAccount:
+        return self._replace_account(org_id, user_id, person_verified=verified)
+
+    async def set_controls(
+        self, org_id: int, user_id: int, *, controls: frozenset[str]
+    ) -> EnterpriseAccount:
+        return self._replace_account(org_id, user_id, controls=frozenset(controls))
+
+    async def record_login(
+        self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int
+    ) -> LoginRecord:
+        state = self._org(org_id)
+        if user_id not in state.accounts:
+            raise KeyError(f"no enterprise account {user_id} in organisation {org_id}")
+        record = LoginRecord(org_id=org_id, user_id=user_id, ts=now, ok=ok, reason=reason)
+        state.logins.append(record)
+        return record
+
+    async def login_records(self, org_id: int, user_id: int, *, limit: int) -> list[LoginRecord]:
+        state = self._orgs.get(org_id)
+        if state is None:
+            return []
+        mine = [r for r in state.logins if r.user_id == user_id]
+        return mine[::-1][: max(limit, 0)]

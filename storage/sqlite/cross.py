@@ -212,12 +212,12 @@ class SqliteCrossDomainStore:
         return await self._readers.run("pending_effects", pending_effects)
 
     async def get_conversation(self, conv_id: str) -> Conversation | None:
-        return await self._readers.run(
+        return await self._readers.run_inline(
             "get_conversation", lambda conn: fetch_conversation(conn, conv_id)
         )
 
     async def get_member(self, conv_id: str, user_id: int) -> Member | None:
-        return await self._readers.run(
+        return await self._readers.run_inline(
             "get_member", lambda conn: fetch_member(conn, conv_id, user_id)
         )
 
@@ -404,7 +404,7 @@ class SqliteCrossDomainStore:
             (stream,) = conn.execute("SELECT coalesce(max(stream), 0) FROM entries").fetchone()
             return int(stream)
 
-        return await self._readers.run("head", head)
+        return await self._readers.run_inline("head", head)
 
 
 # --- reads shared by several methods --------------------------------------------------------

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from storage.enterprise import AccountStatus, EnterpriseAccount, LoginRecord
 from storage.errors import AlreadyExists
 from storage.orgs import (
     AuditEntry,
@@ -34,6 +35,10 @@ _REQUEST = (
     " updated_at FROM join_requests"
 )
 _COPY = "SELECT copy_id, org_id, member, conv_ref, ts, body, hidden, recalled FROM org_copies"
+_ACCOUNT = (
+    "SELECT org_id, account, user_id, password_hash, status, person_verified, controls,"
+    " created_at FROM enterprise_accounts"
+)
 
 
 def _org(row: Any) -> Organisation:
@@ -86,6 +91,19 @@ def _copy(row: Any) -> OrgCopy:
         body=row[5],
         hidden=bool(row[6]),
         recalled=bool(row[7]),
+    )
+
+
+def _account(row: Any) -> EnterpriseAccount:
+    return EnterpriseAccount(
+        org_id=row[0],
+        account=row[1],
+        user_id=row[2],
+        password_hash=row[3],
+        status=row[4],
+        person_verified=bool(row[5]),
+        controls=frozenset(c for c in row[6].split(",") if c),
+        created_at=row[7],
     )
 
 
@@ -531,6 +549,8 @@ class SqliteOrganisationStore:
                 ("join_requests", "request_id"),
                 ("org_audit", "audit_id"),
                 ("org_members", "user_id"),
+                ("enterprise_logins", "login_id"),
+                ("enterprise_accounts", "account"),
             ):
                 if deleted >= limit:
                     break
@@ -545,3 +565,112 @@ class SqliteOrganisationStore:
             return deleted
 
         return await self._writer.run("delete_org_chunk", delete_chunk)
+
+    # enterprise accounts (P5, O1, O3)
+
+    async def create_account(
+        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+    ) -> EnterpriseAccount:
+        def create_account(conn: sqlite3.Connection) -> EnterpriseAccount:
+            if conn.execute("SELECT 1 FROM organisations WHERE org_id = ?", (org_id,)).fetchone():
+                try:
+                    conn.execute(
+                        "INSERT INTO enterprise_accounts (org_id, account, user_id,"
+                        " password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                        (org_id, account, user_id, password_hash, now),
+                    )
+                except sqlite3.IntegrityError:
+                    raise AlreadyExists("the account name or the user is taken") from None
+                return EnterpriseAccount(
+                    org_id=org_id,
+                    account=account,
+                    user_id=user_id,
+                    password_hash=password_hash,
+                    created_at=now,
+                )
+            raise KeyError(f"no organisation {org_id}")
+
+        return await self._writer.run("create_enterprise_account", create_account)
+
+    async def get_account(self, org_id: int, account: str) -> EnterpriseAccount | None:
+        def get_account(conn: sqlite3.Connection) -> EnterpriseAccount | None:
+            row = conn.execute(
+                f"{_ACCOUNT} WHERE org_id = ? AND account = ?", (org_id, account)
+            ).fetchone()
+            return _account(row) if row else None
+
+        return await self._readers.run("get_enterprise_account", get_account)
+
+    async def account_of_user(self, user_id: int) -> EnterpriseAccount | None:
+        def account_of_user(conn: sqlite3.Connection) -> EnterpriseAccount | None:
+            row = conn.execute(f"{_ACCOUNT} WHERE user_id = ?", (user_id,)).fetchone()
+            return _account(row) if row else None
+
+        return await self._readers.run("enterprise_account_of_user", account_of_user)
+
+    async def _update_account(
+        self, name: str, org_id: int, user_id: int, column: str, value: object
+    ) -> EnterpriseAccount:
+        def update(conn: sqlite3.Connection) -> EnterpriseAccount:
+            cursor = conn.execute(
+                f"UPDATE enterprise_accounts SET {column} = ? WHERE org_id = ? AND user_id = ?",
+                (value, org_id, user_id),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no enterprise account {user_id} in organisation {org_id}")
+            row = conn.execute(f"{_ACCOUNT} WHERE user_id = ?", (user_id,)).fetchone()
+            return _account(row)
+
+        return await self._writer.run(name, update)
+
+    async def set_account_status(
+        self, org_id: int, user_id: int, *, status: AccountStatus
+    ) -> EnterpriseAccount:
+        return await self._update_account("set_account_status", org_id, user_id, "status", status)
+
+    async def set_person_verified(
+        self, org_id: int, user_id: int, *, verified: bool
+    ) -> EnterpriseAccount:
+        return await self._update_account(
+            "set_person_verified", org_id, user_id, "person_verified", int(verified)
+        )
+
+    async def set_controls(
+        self, org_id: int, user_id: int, *, controls: frozenset[str]
+    ) -> EnterpriseAccount:
+        text = ",".join(sorted(controls))
+        return await self._update_account("set_account_controls", org_id, user_id, "controls", text)
+
+    async def record_login(
+        self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int
+    ) -> LoginRecord:
+        def record_login(conn: sqlite3.Connection) -> LoginRecord:
+            found = conn.execute(
+                "SELECT 1 FROM enterprise_accounts WHERE org_id = ? AND user_id = ?",
+                (org_id, user_id),
+            ).fetchone()
+            if found is None:
+                raise KeyError(f"no enterprise account {user_id} in organisation {org_id}")
+            login_id = _next_id(conn, "enterprise_logins", "login_id", org_id)
+            conn.execute(
+                "INSERT INTO enterprise_logins (org_id, login_id, user_id, ts, ok, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (org_id, login_id, user_id, now, int(ok), reason),
+            )
+            return LoginRecord(org_id=org_id, user_id=user_id, ts=now, ok=ok, reason=reason)
+
+        return await self._writer.run("record_enterprise_login", record_login)
+
+    async def login_records(self, org_id: int, user_id: int, *, limit: int) -> list[LoginRecord]:
+        def login_records(conn: sqlite3.Connection) -> list[LoginRecord]:
+            rows = conn.execute(
+                "SELECT ts, ok, reason FROM enterprise_logins WHERE org_id = ? AND user_id = ?"
+                " ORDER BY login_id DESC LIMIT ?",
+                (org_id, user_id, max(limit, 0)),
+            )
+            return [
+                LoginRecord(org_id=org_id, user_id=user_id, ts=ts, ok=bool(ok), reason=reason)
+                for ts, ok, reason in rows
+            ]
+
+        return await self._readers.run("enterprise_login_records", login_records)

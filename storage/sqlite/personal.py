@@ -69,7 +69,7 @@ class SqlitePersonalStore:
             row = conn.execute(f"{_USER} WHERE user_id = ?", (user_id,)).fetchone()
             return None if row is None else _user(row)
 
-        return await self._readers.run("get_user", get_user)
+        return await self._readers.run_inline("get_user", get_user)
 
     async def get_user_by_phone(self, phone: str) -> User | None:
         def get_user_by_phone(conn: sqlite3.Connection) -> User | None:
@@ -149,14 +149,14 @@ class SqlitePersonalStore:
             row = conn.execute(f"{_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
             return None if row is None else _device(row)
 
-        return await self._readers.run("get_device", get_device)
+        return await self._readers.run_inline("get_device", get_device)
 
     async def list_devices(self, user_id: int) -> list[Device]:
         def list_devices(conn: sqlite3.Connection) -> list[Device]:
             rows = conn.execute(f"{_DEVICE} WHERE user_id = ? ORDER BY device_id", (user_id,))
             return [_device(row) for row in rows]
 
-        return await self._readers.run("list_devices", list_devices)
+        return await self._readers.run_inline("list_devices", list_devices)
 
     async def touch_device(self, device_id: int, *, now: int) -> None:
         def touch_device(conn: sqlite3.Connection) -> None:
@@ -292,7 +292,7 @@ class SqlitePersonalStore:
             row = conn.execute(f"{_CONTACT} WHERE owner = ? AND peer = ?", (owner, peer)).fetchone()
             return None if row is None else _contact(row)
 
-        return await self._readers.run("get_contact", get_contact)
+        return await self._readers.run_inline("get_contact", get_contact)
 
     async def list_contacts(self, owner: int) -> list[ContactRow]:
         def list_contacts(conn: sqlite3.Connection) -> list[ContactRow]:
@@ -363,7 +363,7 @@ class SqlitePersonalStore:
                 muted_conversations=frozenset(conv_id for (conv_id,) in muted),
             )
 
-        return await self._readers.run("get_settings", get_settings)
+        return await self._readers.run_inline("get_settings", get_settings)
 
     async def write_settings(
         self,
@@ -419,7 +419,7 @@ class SqlitePersonalStore:
             ).fetchone()
             return int(head)
 
-        return await self._readers.run("personal_head", personal_head)
+        return await self._readers.run_inline("personal_head", personal_head)
 
     async def prune_idempotency(self, *, older_than: int) -> int:
         def prune_idempotency(conn: sqlite3.Connection) -> int:

@@ -54,6 +54,24 @@ class ReaderPool:
         """
         return await trio.to_thread.run_sync(self._read, fn, limiter=self._limiter)
 
+    async def run_inline(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``run`` for a lookup by key: ``fn`` runs here, in the trio thread, on an idle
+        connection of the pool (a thread hop costs far more CPU than such a read: a wake-up
+        and a GIL hand-over each way). Only for reads that touch a handful of rows through
+        an index, so the event loop is held up for microseconds; in WAL mode a reader never
+        waits for the writer. With every connection busy in threads it falls back to
+        ``run``.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(fn)
+        except trio.WouldBlock:
+            return await self.run(name, fn)
+        try:
+            return self._read(fn)
+        finally:
+            self._limiter.release_on_behalf_of(fn)
+
     def statistics(self) -> ReaderStatistics:
         limiter = self._limiter.statistics()
         return ReaderStatistics(

@@ -3,58 +3,27 @@ decline; remove; block. Contact events reach both users (live, and by sync when 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
-from typing import TypeVar
-
-import pytest
-import trio
-
 from client import ClientState, RivetClient
-from client.connection import RivetError
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.events import ContactEvent, MessageEvent
 from protocol.ids import direct_conversation_id
 from tests.e2e.conftest import Harness
-
-E = TypeVar("E")
-_phones = itertools.count(1)
+from tests.e2e.rig import new_phone, next_of, refused, uid
 
 
 async def user(harness: Harness, name: str) -> tuple[str, ClientState]:
     """A user with a phone number we know, through the real one-time-code login."""
-    phone = f"+1666{next(_phones):07d}"
+    phone = new_phone("+1666")
     await RivetClient.request_code(harness.url, phone=phone)
     code = harness.notifier.last_code(phone)
     assert code is not None
     return phone, await RivetClient.login(harness.url, phone=phone, code=code, display_name=name)
 
 
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
-
-
 async def next_contact(client: RivetClient) -> ContactEvent:
     return await next_of(client, ContactEvent)
-
-
-async def refused(client: RivetClient, request: rq.Request) -> int:
-    with pytest.raises(RivetError) as caught:
-        await client.request(request)
-    return caught.value.code
 
 
 async def states(client: RivetClient) -> dict[int, str]:

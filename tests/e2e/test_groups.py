@@ -8,48 +8,21 @@ sequence, the joining point of new members, and fan-out of one message to 50 onl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 import trio
 
 from client import ClientState, RivetClient
-from client.connection import RivetError
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.events import MessageEvent
 from protocol.ids import direct_conversation_id
-from server.app import RunningServer, serve
-from server.notify.memory import MemoryNotifier
-from tests.e2e.conftest import Harness, make_config
-
-E = TypeVar("E")
-
+from tests.e2e.conftest import Harness
+from tests.e2e.rig import harness_fixture, next_of, refused, uid
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    """The next live event of ``kind`` that ``match``es, skipping others (bounded)."""
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
-
-
-async def refused(client: RivetClient, request: rq.Request) -> int:
-    """Send ``request``, which must be refused; the error code."""
-    with pytest.raises(RivetError) as caught:
-        await client.request(request)
-    return caught.value.code
 
 
 async def users(harness: Harness, count: int, prefix: str = "u") -> list[ClientState]:
@@ -63,11 +36,6 @@ async def users(harness: Harness, count: int, prefix: str = "u") -> list[ClientS
         for index in range(count):
             nursery.start_soon(one, index)
     return [found[i] for i in range(count)]
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
 
 
 async def create(
@@ -350,16 +318,8 @@ async def test_m1_owner_cannot_leave_before_transfer(harness: Harness) -> None:
 # --- member limit (M2) ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def small_groups(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    """The real server with a group member limit of 3."""
-    notifier = MemoryNotifier()
-    config = make_config(tmp_path, store=request.param, group_member_limit=3)
-    running: RunningServer = await nursery.start(partial(serve, config, notifier=notifier))
-    yield Harness(running, notifier)
-    running.shutdown()
+# The real server with a group member limit of 3.
+small_groups = harness_fixture(group_member_limit=3)
 
 
 async def test_m2_group_member_limit(small_groups: Harness) -> None:

@@ -400,7 +400,7 @@ async def test_o4_dissolution_needs_confirmation_and_finishes_after_a_crash(tmp_
         # Simulate the crash: stop the job from running in this server, confirm, then let
         # only one small chunk happen before the server goes away.
         store = w.server.ctx.stores.orgs
-        w.server.ctx.dissolver.kick = lambda: None  # type: ignore[method-assign]
+        w.server.ctx.dissolver.kick = lambda: None  # type: ignore[assignment]
         await w.call("admin", po.OrgDissolveConfirm(rid=0, org=org, token=summary.token))
         assert await store.delete_chunk(org, limit=2) == 2
         assert await store.dissolving() == [org]

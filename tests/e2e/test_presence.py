@@ -10,9 +10,6 @@ arrive; the connection's queue is ordered, so the barrier must be the next event
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 import pytest
 import trio
 
@@ -24,23 +21,7 @@ from protocol.errors import ErrorCode
 from protocol.events import PresenceEvent, TypingEvent
 from protocol.ids import direct_conversation_id
 from tests.e2e.conftest import Harness
-
-E = TypeVar("E")
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
+from tests.e2e.rig import next_of, uid
 
 
 async def next_event(client: RivetClient) -> object:

@@ -8,85 +8,16 @@ chat's peer gets a read receipt, and a group's senders get coalesced read counts
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-from typing import TypeVar
-
-import pytest
 import trio
 
-from client import ClientState, RivetClient
+from client import RivetClient
 from protocol import replies
 from protocol import requests as rq
 from protocol.events import ReadEvent, ReceiptsEvent, TypingEvent
 from protocol.ids import direct_conversation_id
-from server.app import RunningServer, serve
-from server.clock import ManualClock
-from server.notify.memory import MemoryNotifier
-from tests.e2e.conftest import make_config
+from tests.e2e.rig import Rig, next_of, rig_fixture, uid
 
-E = TypeVar("E")
-_phones = itertools.count(1)
-
-
-@dataclass
-class Rig:
-    server: RunningServer
-    notifier: MemoryNotifier
-    clock: ManualClock
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def login(self, phone: str, name: str, device: str = "phone") -> ClientState:
-        await RivetClient.request_code(self.url, phone=phone)
-        code = self.notifier.last_code(phone)
-        assert code is not None
-        return await RivetClient.login(
-            self.url, phone=phone, code=code, device_name=device, display_name=name or None
-        )
-
-    async def new_user(self, name: str) -> tuple[str, ClientState]:
-        phone = f"+1888{next(_phones):07d}"
-        return phone, await self.login(phone, name)
-
-    async def new_device(self, phone: str, device: str) -> ClientState:
-        """Another device of the user: past the one-code-per-30-s throttle (C2)."""
-        self.clock.advance(31)
-        return await self.login(phone, "", device)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def rig(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    clock = ManualClock()
-    notifier = MemoryNotifier(clock=clock)
-    config = make_config(tmp_path, store=request.param, receipt_flush_seconds=0.05)
-    running: RunningServer = await nursery.start(
-        partial(serve, config, clock=clock, notifier=notifier)
-    )
-    yield Rig(running, notifier, clock)
-    running.shutdown()
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
+rig = rig_fixture("+1888", receipt_flush_seconds=0.05)
 
 
 async def test_m1_read_positions_sync_unread_to_other_devices_and_receipt_to_peer(

@@ -3,84 +3,29 @@ WebSocket: devices, token refresh rotation, logout_all, the handshake order, log
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-
 import pytest
 import trio
 
-from client import ClientState, RivetClient
+from client import RivetClient
 from client.connection import ConnectionLost, RivetConnection, RivetError
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
 from protocol.ids import direct_conversation_id
 from protocol.version import PROTOCOL_VERSION
-from server.app import RunningServer, serve
-from server.clock import ManualClock
-from server.notify.memory import MemoryNotifier
-from tests.e2e.conftest import make_config
+from tests.e2e.rig import Rig, rig_fixture, uid
 
-_phones = itertools.count(1)
 SEND_RATE = 2.0
 SEND_BURST = 3
 
 
-@dataclass
-class Rig:
-    server: RunningServer
-    notifier: MemoryNotifier
-    clock: ManualClock
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def login(self, phone: str, name: str, device: str = "phone") -> ClientState:
-        await RivetClient.request_code(self.url, phone=phone)
-        code = self.notifier.last_code(phone)
-        assert code is not None
-        return await RivetClient.login(
-            self.url, phone=phone, code=code, device_name=device, display_name=name or None
-        )
-
-    async def new_user(self, name: str) -> tuple[str, ClientState]:
-        phone = f"+1333{next(_phones):07d}"
-        return phone, await self.login(phone, name)
-
-    async def new_device(self, phone: str, device: str) -> ClientState:
-        """Another device of the user: past the one-code-per-30-s throttle (C2)."""
-        self.clock.advance(31)
-        return await self.login(phone, "", device)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def rig(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    """The real server with a clock we move and a low per-user send rate (C2)."""
-    clock = ManualClock()
-    notifier = MemoryNotifier(clock=clock)
-    config = make_config(
-        tmp_path,
-        store=request.param,
-        receipt_flush_seconds=0.05,
-        send_rate_per_second=SEND_RATE,
-        send_burst=SEND_BURST,
-    )
-    running: RunningServer = await nursery.start(
-        partial(serve, config, clock=clock, notifier=notifier)
-    )
-    yield Rig(running, notifier, clock)
-    running.shutdown()
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
+# The real server with a clock we move and a low per-user send rate (C2).
+rig = rig_fixture(
+    "+1333",
+    receipt_flush_seconds=0.05,
+    send_rate_per_second=SEND_RATE,
+    send_burst=SEND_BURST,
+)
 
 
 async def refused(conn: RivetConnection | RivetClient, request: rq.Request) -> RivetError:

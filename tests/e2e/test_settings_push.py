@@ -10,13 +10,6 @@ a later message whose push must appear, after which the earlier one can no longe
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-from typing import TypeVar
-
 import pytest
 import trio
 
@@ -27,44 +20,22 @@ from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.events import SettingsEvent
 from protocol.ids import direct_conversation_id
-from server.app import RunningServer, serve
-from server.clock import ManualClock
-from server.notify.memory import MemoryNotifier
 from server.notify.records import PushRecord
-from tests.e2e.conftest import make_config
-
-E = TypeVar("E")
-_phones = itertools.count(1)
+from tests.e2e.rig import Rig as BaseRig
+from tests.e2e.rig import next_of, rig_fixture, uid
 
 
-@dataclass
-class Rig:
-    server: RunningServer
-    notifier: MemoryNotifier
-    clock: ManualClock
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def login(self, phone: str, name: str, device: str = "phone") -> ClientState:
-        await RivetClient.request_code(self.url, phone=phone)
-        code = self.notifier.last_code(phone)
-        assert code is not None
-        return await RivetClient.login(
-            self.url, phone=phone, code=code, device_name=device, display_name=name or None
-        )
+class Rig(BaseRig):
+    """Users and devices come back offline: pushes go to devices with no open connection."""
 
     async def new_user(self, name: str) -> tuple[str, ClientState]:
-        phone = f"+1444{next(_phones):07d}"
-        state = await self.login(phone, name)
+        phone, state = await super().new_user(name)
         await self.offline(state)
         return phone, state
 
     async def new_device(self, phone: str, device: str) -> ClientState:
         """Another device of the user: past the one-code-per-30-s throttle (C2)."""
-        self.clock.advance(31)
-        state = await self.login(phone, "", device)
+        state = await super().new_device(phone, device)
         await self.offline(state)
         return state
 
@@ -87,33 +58,7 @@ class Rig:
                 await trio.sleep(0.005)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def rig(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    clock = ManualClock()
-    notifier = MemoryNotifier(clock=clock)
-    config = make_config(tmp_path, store=request.param, receipt_flush_seconds=0.05)
-    running: RunningServer = await nursery.start(
-        partial(serve, config, clock=clock, notifier=notifier)
-    )
-    yield Rig(running, notifier, clock)
-    running.shutdown()
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
+rig = rig_fixture("+1444", rig_type=Rig, receipt_flush_seconds=0.05)
 
 
 async def test_m3_offline_user_with_notifications_on_gets_a_push(rig: Rig) -> None:

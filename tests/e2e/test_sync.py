@@ -6,96 +6,28 @@ per-conversation seq order, gap-free; resending an unacknowledged message stores
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 import pytest
 import trio
 
-from client import ClientState, RivetClient
+from client import RivetClient
 from client.connection import RivetError
 from protocol import codec, replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.events import ContactEvent, MessageEvent, ReadEvent, SettingsEvent, SyncEvent
 from protocol.ids import direct_conversation_id
-from server.app import RunningServer, serve
-from server.clock import ManualClock
-from server.notify.memory import MemoryNotifier
-from tests.e2e.conftest import make_config
+from tests.e2e.rig import Rig, next_of, rig_fixture, uid
 
-E = TypeVar("E")
-_phones = itertools.count(1)
-
-
-@dataclass
-class Rig:
-    server: RunningServer
-    notifier: MemoryNotifier
-    clock: ManualClock
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def login(self, phone: str, name: str, device: str = "phone") -> ClientState:
-        await RivetClient.request_code(self.url, phone=phone)
-        code = self.notifier.last_code(phone)
-        assert code is not None
-        return await RivetClient.login(
-            self.url, phone=phone, code=code, device_name=device, display_name=name or None
-        )
-
-    async def new_user(self, name: str) -> tuple[str, ClientState]:
-        phone = f"+1777{next(_phones):07d}"
-        return phone, await self.login(phone, name)
-
-    async def new_device(self, phone: str, device: str) -> ClientState:
-        """Another device of the user: past the one-code-per-30-s throttle (C2)."""
-        self.clock.advance(31)
-        return await self.login(phone, "", device)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def rig(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
-) -> AsyncIterator[Rig]:
-    """The real server, with a send rate high enough for bulk sends and a clock we move."""
-    clock = ManualClock()
-    notifier = MemoryNotifier(clock=clock)
-    config = make_config(
-        tmp_path,
-        store=request.param,
-        receipt_flush_seconds=0.05,
-        send_rate_per_second=100_000.0,
-        send_burst=100_000,
-    )
-    running: RunningServer = await nursery.start(
-        partial(serve, config, clock=clock, notifier=notifier)
-    )
-    yield Rig(running, notifier, clock)
-    running.shutdown()
-
-
-def uid(state: ClientState) -> int:
-    assert state.user_id is not None
-    return state.user_id
-
-
-async def next_of(
-    client: RivetClient, kind: type[E], match: Callable[[E], bool] = lambda _: True
-) -> E:
-    with trio.fail_after(5):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, kind) and match(event):
-                return event
+# The real server, with a send rate high enough for bulk sends and a clock we move.
+rig = rig_fixture(
+    "+1777",
+    receipt_flush_seconds=0.05,
+    send_rate_per_second=100_000.0,
+    send_burst=100_000,
+)
 
 
 async def raw_message_seqs(client: RivetClient, *, until_seq: int) -> list[int]:
