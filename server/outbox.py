@@ -99,10 +99,14 @@ class OutboxRelay:
             return  # recalled before it was copied: there is nothing of it left to copy
         content = _content_decoder.decode(entry.body)
         body = _encoder.encode(policy.copy_content(content))
+        account = await self._orgs.account_of_user(entry.sender)
         for org_id in org_ids:
             spans = await self._orgs.membership_spans(org_id, entry.sender)
             history = await self._consent.consent_history(entry.sender, org_id)
-            if not policy.may_copy(spans=spans, consent=history, at=entry.ts):
+            own_account = account is not None and account.org_id == org_id
+            if not policy.may_copy(
+                spans=spans, consent=history, at=entry.ts, enterprise_account=own_account
+            ):
                 continue
             try:
                 copy, duplicate = await self._orgs.add_copy(

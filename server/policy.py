@@ -503,13 +503,22 @@ def may_redding(ding: DingRecord, caller: int, *, now: int, interval_ms: int) ->
 
 
 def may_copy(
-    *, spans: Sequence[tuple[int, int | None]], consent: list[ConsentChange], at: int
+    *,
+    spans: Sequence[tuple[int, int | None]],
+    consent: list[ConsentChange],
+    at: int,
+    enterprise_account: bool = False,
 ) -> bool:
     """D4, the consent rule: a member's own cross-domain message becomes the organisation's
     only if, at the moment it was committed, they were a member and had consented during
     that membership. Revoking or leaving stops new copies; copies made before stay. Consent
     does not outlive a membership: after leaving and rejoining, nothing is copied until the
-    member consents again (rejoining, like any acceptance, never grants consent)."""
+    member consents again (rejoining, like any acceptance, never grants consent).
+
+    An enterprise account's own data is the organisation's by definition (§1.9, D4
+    decision): its messages are copied to its organisation with no consent step."""
+    if enterprise_account:
+        return any(joined <= at and (left is None or at < left) for joined, left in spans)
     for joined, left in spans:
         if joined <= at and (left is None or at < left):
             return consented_at([c for c in consent if c.at >= joined], at)

@@ -22,7 +22,7 @@ from protocol.errors import CloseCode, ErrorCode
 from protocol.ids import direct_conversation_id
 from server import cli_org
 from storage.enterprise import EnterpriseAccount
-from tests.e2e.orgs_world import World, open_world
+from tests.e2e.orgs_world import World, open_world, texts
 
 STORES = ["memory", "sqlite"]
 PASSWORD = "correct horse battery"
@@ -376,3 +376,27 @@ async def test_o1_each_control_is_refused_with_its_own_code(tmp_path: Path) -> N
         audit: po.AuditPage = await w.call("admin", po.AdminAudit(rid=0, org=org, limit=100))
         targets = [e.target for e in audit.entries if e.action == "account.controls"]
         assert f"user:{bob}:frozen" in targets and targets[-1] == f"user:{bob}:"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_d4_an_enterprise_accounts_messages_are_copied_without_consent(
+    tmp_path: Path, store: str
+) -> None:
+    """D4 decision: an enterprise account's own data is its organisation's by definition;
+    a personal member's is not, without consent. Neither reaches another organisation."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("admin", "member", "other_admin"):
+            await w.user(name)
+        org = await verified_org(w, "admin", "Acme")
+        other = await w.create_org("other_admin", "Other")
+        await w.join(org, "admin", "member")
+        await account(w, "admin", org, "worker")
+        # O3: talking to a personal user needs real-person verification (the operator's act).
+        await w.server.ctx.stores.orgs.set_person_verified(org, w.uid("worker"), verified=True)
+        w.server.ctx.enterprise.invalidate(w.uid("worker"))
+        inside = direct(w, "worker", "admin")
+        await w.say("worker", inside, "the account's words")
+        await w.say("member", direct(w, "member", "admin"), "the member's words, no consent")
+        await w.settle()
+        assert await texts(w, "admin", org) == ["the account's words"]
+        assert await texts(w, "other_admin", other) == []
