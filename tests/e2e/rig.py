@@ -5,7 +5,7 @@ helpers the tests share (``uid``, ``next_of``, ``refused``)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -72,11 +72,11 @@ async def open_server(
     nursery: trio.Nursery,
     tmp_path: Path,
     store: str,
-    *,
-    clock: ManualClock | None = None,
-    **overrides: object,
+    clock: ManualClock | None,
+    overrides: Mapping[str, object],
 ) -> AsyncIterator[tuple[RunningServer, MemoryNotifier]]:
-    """The real server on ``store`` with config ``overrides``; shut down on exit."""
+    """The real server on ``store`` with config ``overrides`` (and ``clock``, else the system
+    clock); shut down on exit."""
     notifier = MemoryNotifier(clock=clock)
     config = make_config(tmp_path, store=store, **overrides)
     running: RunningServer = await nursery.start(
@@ -98,8 +98,8 @@ def rig_fixture(phone_prefix: str, *, rig_type: type[Rig] = Rig, **overrides: ob
         request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
     ) -> AsyncIterator[Rig]:
         clock = ManualClock()
-        server = open_server(nursery, tmp_path, request.param, clock=clock, **overrides)
-        async with server as (running, notifier):
+        async with open_server(nursery, tmp_path, request.param, clock, overrides) as served:
+            running, notifier = served
             yield rig_type(running, notifier, clock, phone_prefix)
 
     return rig
@@ -113,7 +113,7 @@ def harness_fixture(**overrides: object) -> Any:
     async def harness(
         request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path
     ) -> AsyncIterator[Harness]:
-        async with open_server(nursery, tmp_path, request.param, **overrides) as served:
+        async with open_server(nursery, tmp_path, request.param, None, overrides) as served:
             yield Harness(*served)
 
     return harness
