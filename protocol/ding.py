@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from protocol import limits
 from protocol.events import Event
+from protocol.orgs import OrgId
 from protocol.replies import Result
 from protocol.requests import Request
 from protocol.types import ClientMessageId, PageLimit, Timestamp, UserId
@@ -31,6 +32,10 @@ DingState = Literal["scheduled", "sent", "cancelled"]
 DingText = Annotated[str, Meta(min_length=1, max_length=limits.MAX_TEXT_CHARS)]
 DelaySeconds = Annotated[int, Meta(ge=0, le=limits.MAX_DING_DELAY_SECONDS)]
 Recipients = Annotated[list[UserId], Meta(min_length=1, max_length=limits.MAX_DING_RECIPIENTS)]
+#: The channels an organisation's DING package pays for (in-app delivery is free).
+PaidChannel = Literal["sms", "call"]
+#: Units one top-up may add to an organisation's package.
+TopupUnits = Annotated[int, Meta(ge=1, le=limits.MAX_DING_TOPUP_UNITS)]
 
 
 def ding_id(number: int) -> str:
@@ -60,13 +65,15 @@ class DingPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class DingSend(Request, tag="ding.send", frozen=True):
     """Send a DING to people the caller shares a conversation with. Without ``plan`` the
-    server's default plan applies; with ``send_at`` in the future it goes out then."""
+    server's default plan applies; with ``send_at`` in the future it goes out then. With
+    ``org`` it is sent in that organisation's context, whose package pays (G2)."""
 
     cmid: ClientMessageId
     recipients: Recipients
     text: DingText
     plan: DingPlan | None = None
     send_at: Timestamp | None = None
+    org: OrgId | None = None
 
 
 class DingCancel(Request, tag="ding.cancel", frozen=True):
@@ -112,6 +119,21 @@ class DingListReceived(Request, tag="ding.received", frozen=True):
     limit: PageLimit = limits.DEFAULT_PAGE
 
 
+class OrgDingTopup(Request, tag="org.ding_topup", frozen=True):
+    """G2: an admin with the ``members`` permission adds ``units`` to the organisation's
+    DING package for ``channel``."""
+
+    org: OrgId
+    channel: PaidChannel
+    units: TopupUnits
+
+
+class OrgDingQuota(Request, tag="org.ding_quota", frozen=True):
+    """G2: the organisation's DING package: what is left per channel, and who used it."""
+
+    org: OrgId
+
+
 DingRequest = (
     DingSend
     | DingCancel
@@ -121,6 +143,8 @@ DingRequest = (
     | DingGet
     | DingListSent
     | DingListReceived
+    | OrgDingTopup
+    | OrgDingQuota
 )
 
 
@@ -177,6 +201,28 @@ class DingPage(Result, frozen=True):
     next_before: DingId | None
 
 
+class DingMemberUse(Result, frozen=True):
+    """Units of a package one member's DINGs used."""
+
+    user: UserId
+    used: int
+
+
+class DingPackage(Result, frozen=True):
+    """An organisation's DING package for one channel."""
+
+    channel: PaidChannel
+    granted: int
+    used: int
+    remaining: int
+    members: list[DingMemberUse]
+
+
+class DingQuota(Result, frozen=True):
+    org: OrgId
+    packages: list[DingPackage]
+
+
 DING_RESULT_TYPES: dict[type[Request], type[Result]] = {
     DingSend: DingSent,
     DingCancel: Ding,
@@ -186,6 +232,8 @@ DING_RESULT_TYPES: dict[type[Request], type[Result]] = {
     DingGet: Ding,
     DingListSent: DingPage,
     DingListReceived: DingPage,
+    OrgDingTopup: DingQuota,
+    OrgDingQuota: DingQuota,
 }
 
 

@@ -60,5 +60,7 @@ DEFAULT_LIVE_COUNTS_SECONDS: Final = 1.0
 MAX_DING_RECIPIENTS: Final = 100
 #: Longest escalation delay of a DING plan, and how far ahead a DING may be scheduled.
 MAX_DING_DELAY_SECONDS: Final = 7 * 24 * 3600
+#: Units one ``org.ding_topup`` may add to an organisation's DING package (G2).
+MAX_DING_TOPUP_UNITS: Final = 1_000_000
 #: C1: characters in the note of a report to the platform's moderators.
 MAX_REPORT_NOTE_CHARS: Final = 1_000

@@ -23,6 +23,7 @@ from protocol.live import LiveEndReason, LiveRole
 from protocol.orgs import CopyContent, OrgAuditEvent
 from protocol.requests import Content
 from server.clock import Clock
+from server.ding.quota import org_payer, personal_payer
 from server.org_feed import OrgFeeds
 from server.org_view import _MINT, OrgView
 from server.services.admin import audit_info
@@ -410,11 +411,47 @@ def ding_store_for(*, sender: int, recipients: Iterable[int]) -> Literal["cross"
     return "cross"
 
 
-def ding_payer(sender: int) -> str:
-    """G2: who pays for a DING's SMS and call steps. A personal sender pays from their
-    monthly allowance (the G2 decision); a sender in an organisation's context will pay from
-    that organisation's package."""
-    return f"user:{sender}"
+def ding_payer(
+    sender: int,
+    *,
+    org: int | None,
+    membership: OrgMember | None,
+    account: EnterpriseAccount | None,
+) -> str:
+    """G2: who pays for a DING's SMS and call steps. ``org`` is the context the sender asked
+    for, ``membership`` the sender's membership of it (None if there is none, or the
+    organisation does not exist or is dissolving), ``account`` the sender's enterprise
+    account if they are one.
+
+    An enterprise account always sends in its own organisation's context (naming another is
+    ``forbidden``). With ``org``, the sender must be a current member (anyone else gets the
+    ``not_found`` of a missing organisation) and the organisation's package pays, the use
+    recorded against the sender (the G2 decision: a sender in several organisations sends in
+    the context of one of them, which pays). Without it, the personal monthly allowance."""
+    if account is not None:
+        if org is not None and org != account.org_id:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "an enterprise account sends DINGs in its own organisation's context",
+                path="$.org",
+            )
+        return org_payer(account.org_id, sender)
+    if org is None:
+        return personal_payer(sender)
+    if membership is None or not membership.active or membership.org_id != org:
+        raise org_not_found()
+    return org_payer(org, sender)
+
+
+def may_manage_ding_package(member: OrgMember | None) -> OrgMember:
+    """G2: the organisation's DING package (topping it up, reading what is left and who
+    used it) is for admins with the ``members`` permission; to anyone who is not a current
+    member the organisation does not exist."""
+    if member is None or not member.active:
+        raise org_not_found()
+    if not member.may("members"):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "this needs the 'members' permission")
+    return member
 
 
 def may_ding(

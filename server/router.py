@@ -104,6 +104,8 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     pd.DingGet: ding_ops.get,
     pd.DingListSent: ding_ops.list_sent,
     pd.DingListReceived: ding_ops.list_received,
+    pd.OrgDingTopup: orgs.ding_topup,
+    pd.OrgDingQuota: orgs.ding_quota,
     pl.LiveStart: live_ops.start,
     pl.LiveLink: live_ops.link,
     pl.LiveActive: live_ops.active,

@@ -9,9 +9,13 @@ Payers are strings chosen when the DING is sent (``server.policy.ding_payer``):
 
 * ``user:<id>``: a personal sender. ``PersonalAllowance`` gives every user a free monthly
   allowance per channel, months counted in a configured time zone (the G2 decision).
-* An organisation's package (``org:<id>``, D2) slots in as another ``QuotaLedger`` whose
-  charges name the package's account with no monthly period and a grant of 0, filled by
-  ``DingStore.top_up`` when its admins buy units.
+* ``org:<org id>/user:<member id>``: a member sending in an organisation's context (the G2
+  decision: a sender in several organisations picks one, which pays). ``OrgPackages``
+  charges the package's account ``org:<org id>`` in the fixed period ``PACKAGE_PERIOD``
+  with a grant of 0: only ``DingStore.top_up`` (``org.ding_topup``) fills it, and each unit
+  used is recorded against the member.
+
+``Ledgers`` is the server's ledger: it hands each payer to the one that keeps it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,22 @@ class QuotaLedger(Protocol):
         ``ValueError`` for a payer this ledger does not keep."""
 
 
+#: The one period of an organisation's package: units bought do not expire.
+PACKAGE_PERIOD = "package"
+
+
 def personal_payer(user_id: int) -> str:
     return f"user:{user_id}"
+
+
+def package_account(org_id: int) -> str:
+    """The quota account of an organisation's DING package."""
+    return f"org:{org_id}"
+
+
+def org_payer(org_id: int, member: int) -> str:
+    """A DING ``member`` sends in the context of organisation ``org_id``."""
+    return f"{package_account(org_id)}/{personal_payer(member)}"
 
 
 class PersonalAllowance:
@@ -59,3 +77,33 @@ class PersonalAllowance:
             grant=self._grants[channel],
             member=int(number),
         )
+
+
+class OrgPackages:
+    """Organisations' DING packages: a payer ``org:<org>/user:<member>`` is charged to the
+    package ``org:<org>`` (period ``PACKAGE_PERIOD``, nothing granted but top-ups), the unit
+    recorded against ``member``."""
+
+    def charge(self, *, payer: str, channel: ChannelName, now_ms: int) -> QuotaCharge:
+        account, _, member = payer.partition("/")
+        kind, _, org = account.partition(":")
+        user_kind, _, user = member.partition(":")
+        valid = kind == "org" and user_kind == "user" and org.isdigit() and user.isdigit()
+        if not valid or channel == "in_app":
+            raise ValueError(f"no organisation package pays for {payer} {channel}")
+        return QuotaCharge(
+            account=account, channel=channel, period=PACKAGE_PERIOD, grant=0, member=int(user)
+        )
+
+
+class Ledgers:
+    """The server's ledger: organisation payers to ``packages``, personal ones to
+    ``personal``."""
+
+    def __init__(self, *, personal: QuotaLedger, packages: QuotaLedger) -> None:
+        self._personal = personal
+        self._packages = packages
+
+    def charge(self, *, payer: str, channel: ChannelName, now_ms: int) -> QuotaCharge:
+        ledger = self._packages if payer.startswith("org:") else self._personal
+        return ledger.charge(payer=payer, channel=channel, now_ms=now_ms)

@@ -23,7 +23,7 @@ from server.clock import Clock
 from server.config import Config
 from server.ding.limits import RecipientLimits
 from server.ding.plan import Plan
-from server.ding.quota import PersonalAllowance, QuotaLedger
+from server.ding.quota import Ledgers, OrgPackages, PersonalAllowance, QuotaLedger
 from server.ding.relay import OutboxRelay, RelayOptions
 from server.ding.render import ding_event, status_event
 from server.notify.interface import Notifier
@@ -108,10 +108,13 @@ class DingRuntime:
             clock=clock,
             publish=publish,
             is_online=is_online,
-            ledger=PersonalAllowance(
-                sms=config.ding_personal_sms_per_month,
-                calls=config.ding_personal_calls_per_month,
-                timezone=config.ding_quota_timezone,
+            ledger=Ledgers(
+                personal=PersonalAllowance(
+                    sms=config.ding_personal_sms_per_month,
+                    calls=config.ding_personal_calls_per_month,
+                    timezone=config.ding_quota_timezone,
+                ),
+                packages=OrgPackages(),
             ),
             limits=RecipientLimits(
                 per_minute=config.ding_recipient_per_minute, burst=config.ding_recipient_burst

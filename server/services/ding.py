@@ -22,11 +22,16 @@ from server.context import Context
 from server.ding.plan import Plan, resolve_plan, round_steps
 from server.ding.render import ding_info
 from storage.ding_records import Ding, NewDing
+from storage.orgs import OrgMember
 
 
 async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
     caller = _user(conn)
-    policy.may_ding_as(await ctx.enterprise.account_of(caller))  # O1
+    account = await ctx.enterprise.account_of(caller)
+    policy.may_ding_as(account)  # O1
+    payer = policy.ding_payer(
+        caller, org=req.org, membership=await _membership(ctx, req.org, caller), account=account
+    )
     runtime = ctx.ding
     now = ctx.clock.now_ms()
     reachable = await _reachable(ctx, caller, req.recipients)
@@ -47,7 +52,7 @@ async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
     released = send_at == now
     new = NewDing(
         sender=caller,
-        payer=policy.ding_payer(caller),
+        payer=payer,
         text=req.text,
         cmid=req.cmid,
         fingerprint=_fingerprint(req, recipients, plan),
@@ -168,6 +173,17 @@ async def list_received(ctx: Context, conn: Connection, req: pd.DingListReceived
 # --- helpers ------------------------------------------------------------------------------------
 
 
+async def _membership(ctx: Context, org_id: int | None, user_id: int) -> OrgMember | None:
+    """The caller's membership of the organisation a DING names (G2), None if it names
+    none, or the organisation does not exist or is dissolving (O4)."""
+    if org_id is None:
+        return None
+    org = await ctx.stores.orgs.get_org(org_id)
+    if org is None or org.dissolving_at is not None:
+        return None
+    return await ctx.stores.orgs.get_member(org_id, user_id)
+
+
 async def _reachable(ctx: Context, caller: int, users: list[int]) -> set[int]:
     """Which of ``users`` share a conversation with the caller: both current members of one
     single chat or group (read from the cross-domain store's memberships)."""
@@ -230,7 +246,15 @@ def _page(dings: list[Ding], caller: int, limit: int) -> pd.DingPage:
 
 def _fingerprint(req: pd.DingSend, recipients: list[int], plan: Plan) -> bytes:
     """What a resend with the same cmid must repeat to count as the same DING."""
-    shape = [sorted(recipients), req.text, plan.sms_after_s, plan.call_after_s, req.send_at]
+    shape: list[object] = [
+        sorted(recipients),
+        req.text,
+        plan.sms_after_s,
+        plan.call_after_s,
+        req.send_at,
+    ]
+    if req.org is not None:
+        shape.append(req.org)  # absent when null: fingerprints of earlier DINGs still match
     return hashlib.sha256(msgspec.msgpack.encode(shape)).digest()
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from protocol import ding as pd
 from protocol import orgs as po
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.replies import Done
 from server import policy
 from server.connection import Connection
 from server.context import Context
+from server.ding.quota import PACKAGE_PERIOD, package_account
 from storage.errors import AlreadyExists
 from storage.orgs import JoinRequest, Organisation, OrgMember, RequestStatus
 
@@ -344,6 +346,47 @@ async def list_consents(ctx: Context, conn: Connection, req: po.ConsentList) -> 
         last = history[-1]
         states.append(po.ConsentState(org=org_id, granted=last.granted, at=last.at))
     return po.Consents(consents=states)
+
+
+async def ding_topup(ctx: Context, conn: Connection, req: pd.OrgDingTopup) -> pd.DingQuota:
+    """G2: an admin buys DING units for the organisation's package; logged as the
+    organisation's act. Not idempotent: a resend after a lost reply adds the units again
+    (read ``org.ding_quota`` first)."""
+    await _org(ctx, req.org)
+    admin = policy.may_manage_ding_package(await ctx.stores.orgs.get_member(req.org, _user(conn)))
+    await ctx.ding.store.top_up(
+        package_account(req.org), req.channel, PACKAGE_PERIOD, units=req.units
+    )
+    await _admin_act(ctx, admin, "ding_topup", f"ding:{req.channel}:{req.units}")
+    return await _ding_quota(ctx, req.org)
+
+
+async def ding_quota(ctx: Context, conn: Connection, req: pd.OrgDingQuota) -> pd.DingQuota:
+    """G2: what is left of the organisation's DING package, and each member's use."""
+    await _org(ctx, req.org)
+    policy.may_manage_ding_package(await ctx.stores.orgs.get_member(req.org, _user(conn)))
+    return await _ding_quota(ctx, req.org)
+
+
+async def _ding_quota(ctx: Context, org_id: int) -> pd.DingQuota:
+    packages = []
+    channels: tuple[pd.PaidChannel, ...] = ("sms", "call")
+    for channel in channels:
+        balance = await ctx.ding.store.quota_balance(
+            package_account(org_id), channel, PACKAGE_PERIOD
+        )
+        granted, used = (0, 0) if balance is None else (balance.granted, balance.used)
+        members = {} if balance is None else balance.by_member
+        packages.append(
+            pd.DingPackage(
+                channel=channel,
+                granted=granted,
+                used=used,
+                remaining=max(granted - used, 0),
+                members=[pd.DingMemberUse(user=u, used=n) for u, n in sorted(members.items())],
+            )
+        )
+    return pd.DingQuota(org=org_id, packages=packages)
 
 
 # --- helpers -----------------------------------------------------------------------------------
