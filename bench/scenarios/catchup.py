@@ -167,6 +167,7 @@ def _catchup(ctx: RunContext) -> CaseResult:
         "send_errors": int(live_sent["errors"]) + int(offline_sent["errors"]),
         "live_received": int(live_got["received"]),
         "caught_up": caught_up,
+        "received": caught_up,
         "lost": int(current["lost"]),
         "duplicated": int(current["duplicated"]),
         "unexpected": int(current["unexpected"]),

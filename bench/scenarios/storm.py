@@ -198,6 +198,7 @@ def _rivet(ctx: RunContext) -> CaseResult:
     correctness: dict[str, object] = {
         "devices": n,
         "current": done,
+        "received": done,
         "failed": sum(int(c["failed"]) for c in current.values()),
         "retries": sum(int(c["retries"]) for c in current.values()),
         "errors": [e for c in current.values() for e in c["errors"]],
