@@ -219,6 +219,10 @@ async def serve(
                     await running._stop.wait()
                     listening.cancel_scope.cancel()
                 await gateway.drain()
+                # Accepted connections are closed (or closing, shielded). What is left in this
+                # nursery are TCP connections still in their HTTP upgrade: drop them now
+                # rather than wait out their handshake deadline.
+                handlers.cancel_scope.cancel()
             # Flush what is coalesced before stopping: read counts still pending go out.
             await ctx.receipts.flush()
             # Streams whose hosts were cut off by the shutdown resume from their records.

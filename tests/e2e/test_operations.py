@@ -142,3 +142,22 @@ def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "store must be" in out.stderr
+
+
+async def test_sigterm_does_not_wait_for_connections_still_in_their_upgrade(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    create_users(data, 1)
+    async with rivet_server(data, "--handshake-deadline", "30") as (process, url):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        stream = await trio.open_tcp_stream("127.0.0.1", port)  # never sends the upgrade
+        try:
+            started = trio.current_time()
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                await process.wait()
+            assert process.returncode == 0
+            assert trio.current_time() - started < 10
+        finally:
+            await stream.aclose()
