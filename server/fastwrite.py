@@ -50,16 +50,19 @@ from wsproto.connection import ConnectionState
 
 __all__ = ["FrameWriter", "frame"]
 
-_FIN_BINARY = 0x80 | 0x2
+_FIN = 0x80
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
 
 
-def frame_header(length: int) -> bytes:
-    """The header of an unmasked, unfragmented binary frame (RFC 6455 §5.2)."""
+def frame_header(length: int, *, opcode: int = OPCODE_BINARY) -> bytes:
+    """The header of an unmasked, unfragmented frame (RFC 6455 §5.2), binary unless told."""
+    first = _FIN | opcode
     if length < 126:
-        return struct.pack("!BB", _FIN_BINARY, length)
+        return struct.pack("!BB", first, length)
     if length < 1 << 16:
-        return struct.pack("!BBH", _FIN_BINARY, 126, length)
-    return struct.pack("!BBQ", _FIN_BINARY, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 # One slot: fan-out hands the same payload object to every recipient in a row.

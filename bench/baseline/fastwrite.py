@@ -43,38 +43,26 @@ Python ignores SIGPIPE.
 from __future__ import annotations
 
 import os
-import struct
 
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 from wsproto.connection import ConnectionState
 
+# The frame header is the server's (RFC 6455 §5.2): one implementation, measured on both sides.
+from server.fastwrite import OPCODE_TEXT, frame_header
+
 __all__ = ["binary_frame", "frame_header", "send_frame", "text_frame"]
-
-_OPCODE_TEXT = 0x1
-_OPCODE_BINARY = 0x2
-_FIN = 0x80
-
-
-def frame_header(opcode: int, length: int) -> bytes:
-    """The header of an unmasked, unfragmented frame (RFC 6455 §5.2) with no RSV bits."""
-    first = _FIN | opcode
-    if length < 126:
-        return struct.pack("!BB", first, length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
 
 
 def binary_frame(payload: bytes) -> bytes:
     """One complete server-to-client binary frame carrying ``payload``."""
-    return frame_header(_OPCODE_BINARY, len(payload)) + payload
+    return frame_header(len(payload)) + payload
 
 
 def text_frame(text: str) -> bytes:
     """One complete server-to-client text frame carrying ``text`` as UTF-8."""
     data = text.encode("utf-8")
-    return frame_header(_OPCODE_TEXT, len(data)) + data
+    return frame_header(len(data), opcode=OPCODE_TEXT) + data
 
 
 def _closed(ws: WebSocketConnection) -> ConnectionClosed:
