@@ -2,8 +2,10 @@
 
 Rivet delivers every durable event at least once per device: live and again in a sync page
 around a reconnect. A message is identified by (conv, seq); other durable events by their
-stream position. Memory stays small: per conversation, the highest seq below which every
-seq was seen plus the few seen above it.
+stream position, which counts per store: organisation-internal conversations (``o:...``)
+have a stream of their own, so a position is only unique with its store. Memory stays
+small: per conversation, the highest seq below which every seq was seen plus the few seen
+above it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from protocol.events import (
     SettingsEvent,
     SyncEvent,
 )
+from protocol.ids import conversation_org
 
 
 @dataclass
@@ -38,7 +41,7 @@ class _Seqs:
 @dataclass
 class Deduper:
     _messages: dict[str, _Seqs] = field(default_factory=dict)
-    _streams: set[int] = field(default_factory=set)
+    _streams: set[tuple[bool, int]] = field(default_factory=set)
     _pstreams: set[int] = field(default_factory=set)
     redeliveries: int = 0
 
@@ -54,8 +57,9 @@ class Deduper:
         if isinstance(event, MessageEvent):
             fresh = self._messages.setdefault(event.conv, _Seqs()).add(event.seq)
         elif isinstance(event, RecallEvent | ReadEvent):
-            fresh = event.stream not in self._streams
-            self._streams.add(event.stream)
+            position = (conversation_org(event.conv) is not None, event.stream)
+            fresh = position not in self._streams
+            self._streams.add(position)
         elif isinstance(event, ContactEvent | SettingsEvent):
             fresh = event.pstream not in self._pstreams
             self._pstreams.add(event.pstream)

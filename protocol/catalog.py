@@ -9,6 +9,7 @@ decodable without also being documented and routed.
 from __future__ import annotations
 
 from protocol import account, ding, enterprise, events, live, moderation, orgs, replies
+from protocol import group_capacity as capacity
 from protocol import requests as rq
 
 AnyRequest = (
@@ -19,6 +20,7 @@ AnyRequest = (
     | orgs.OrgRequest
     | account.AccountDelete
     | enterprise.EnterpriseRequest
+    | capacity.GroupCapacityRequest
 )
 
 AnyEvent = events.CoreEvent | ding.DingEvents | live.LiveEvent | orgs.OrgEvent
@@ -32,6 +34,7 @@ RESULT_TYPES: dict[type[rq.Request], type[replies.Result]] = {
     **orgs.ORG_RESULT_TYPES,
     **account.ACCOUNT_RESULT_TYPES,
     **enterprise.ENTERPRISE_RESULT_TYPES,
+    **capacity.GROUP_CAPACITY_RESULT_TYPES,
 }
 
 #: Ops a connection may send before it is authenticated.

@@ -2,8 +2,9 @@
 to SMS to a phone call while unconfirmed. Requests, results and events of the feature, joined
 to the protocol's unions in ``protocol.catalog``.
 
-A DING id names the store that keeps the DING: ``x:<n>`` is a DING in the cross-domain store
-(D3), the only kind so far; organisation-internal DINGs (D2) get their own prefix.
+A DING id names the store that keeps the DING, so every op routes without a lookup: ``x:<n>``
+is DING ``n`` of the cross-domain store (D3), ``o<org>:<n>`` DING ``n`` of organisation
+``org``'s store (D2: sender and every recipient are that organisation's enterprise accounts).
 """
 
 from __future__ import annotations
@@ -15,13 +16,27 @@ from msgspec import Meta
 
 from protocol import limits
 from protocol.events import Event
-from protocol.orgs import OrgId
 from protocol.replies import Result
 from protocol.requests import Request
-from protocol.types import ClientMessageId, PageLimit, Timestamp, UserId
+from protocol.types import ClientMessageId, OrgId, PageLimit, Timestamp, UserId
 
-#: ``x:<number>``: a DING kept in the cross-domain store.
-DingId = Annotated[str, Meta(min_length=3, max_length=18, pattern=r"^x:[1-9][0-9]{0,15}$")]
+#: ``x:<number>``: a DING kept in the cross-domain store; ``o<org>:<number>``: one kept in
+#: organisation ``org``'s store.
+DingId = Annotated[
+    str,
+    Meta(min_length=3, max_length=34, pattern=r"^(x|o[1-9][0-9]{0,15}):[1-9][0-9]{0,15}$"),
+]
+#: A position in the merged lists ``ding.sent`` / ``ding.received``: per store, the number
+#: the list has come down to (exclusive): ``x:<n>`` (cross-domain), ``o:<n>`` (organisation
+#: stores) or both, ``x:<n>,o:<m>``. A store it does not name is read from its newest.
+DingCursor = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=37,
+        pattern=r"^(x:[1-9][0-9]{0,15}(,o:[1-9][0-9]{0,15})?|o:[1-9][0-9]{0,15})$",
+    ),
+]
 #: How a DING reaches a recipient: the in-app event, an SMS, a phone call.
 DingChannel = Literal["in_app", "sms", "call"]
 #: Where one step of a recipient's escalation stands (``docs/ding.md`` has the table).
@@ -38,17 +53,44 @@ PaidChannel = Literal["sms", "call"]
 TopupUnits = Annotated[int, Meta(ge=1, le=limits.MAX_DING_TOPUP_UNITS)]
 
 
-def ding_id(number: int) -> str:
-    """The id of DING ``number`` of the cross-domain store."""
-    return f"x:{number}"
+def ding_id(number: int, org: int | None = None) -> str:
+    """The id of DING ``number`` of the cross-domain store, or of organisation ``org``'s."""
+    return f"x:{number}" if org is None else f"o{org}:{number}"
+
+
+def parse_ding_id(ding: str) -> tuple[int | None, int]:
+    """(organisation or None for cross-domain, the store's number) of a DING id
+    (``ValueError`` for another kind of id)."""
+    prefix, _, number = ding.partition(":")
+    if not number.isdigit():
+        raise ValueError(f"not a DING id: {ding!r}")
+    if prefix == "x":
+        return None, int(number)
+    if prefix[:1] == "o" and prefix[1:].isdigit():
+        return int(prefix[1:]), int(number)
+    raise ValueError(f"not a DING id: {ding!r}")
 
 
 def ding_number(ding: str) -> int:
     """The store's number for a DING id (``ValueError`` for another kind of id)."""
-    prefix, _, number = ding.partition(":")
-    if prefix != "x" or not number.isdigit():
-        raise ValueError(f"not a DING id: {ding!r}")
-    return int(number)
+    return parse_ding_id(ding)[1]
+
+
+def parse_ding_cursor(cursor: str) -> dict[str, int]:
+    """The positions of a ``DingCursor``: ``{"x": n, "o": m}``, a store absent when the
+    cursor does not name it."""
+    positions: dict[str, int] = {}
+    for part in cursor.split(","):
+        store, _, number = part.partition(":")
+        if store not in ("x", "o") or not number.isdigit() or store in positions:
+            raise ValueError(f"not a DING cursor: {cursor!r}")
+        positions[store] = int(number)
+    return positions
+
+
+def ding_cursor(positions: dict[str, int]) -> str:
+    """The ``DingCursor`` of per-store positions (``x`` first)."""
+    return ",".join(f"{store}:{positions[store]}" for store in ("x", "o") if store in positions)
 
 
 class DingPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
@@ -108,21 +150,22 @@ class DingGet(Request, tag="ding.get", frozen=True):
 class DingListSent(Request, tag="ding.sent", frozen=True):
     """The caller's DINGs, newest first, before ``before`` (exclusive; null: the newest)."""
 
-    before: DingId | None = None
+    before: DingCursor | None = None
     limit: PageLimit = limits.DEFAULT_PAGE
 
 
 class DingListReceived(Request, tag="ding.received", frozen=True):
     """DINGs the caller received, newest first, before ``before`` (exclusive)."""
 
-    before: DingId | None = None
+    before: DingCursor | None = None
     limit: PageLimit = limits.DEFAULT_PAGE
 
 
 class OrgDingTopup(Request, tag="org.ding_topup", frozen=True):
     """G2: an admin with the ``members`` permission adds ``units`` to the organisation's
-    DING package for ``channel``."""
+    DING package for ``channel``. Idempotent by ``cmid``: a resend adds nothing."""
 
+    cmid: ClientMessageId
     org: OrgId
     channel: PaidChannel
     units: TopupUnits
@@ -198,7 +241,7 @@ class Ding(Result, frozen=True):
 
 class DingPage(Result, frozen=True):
     dings: list[DingInfo]
-    next_before: DingId | None
+    next_before: DingCursor | None
 
 
 class DingMemberUse(Result, frozen=True):

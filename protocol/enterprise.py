@@ -15,10 +15,9 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from protocol import limits
-from protocol.orgs import OrgId
 from protocol.replies import Result, Tokens
 from protocol.requests import Request
-from protocol.types import Name, PageLimit, Timestamp, UserId
+from protocol.types import Name, OrgId, PageLimit, Timestamp, UserId
 
 AccountName = Annotated[str, Meta(min_length=1, max_length=64)]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]

@@ -72,6 +72,12 @@ class ErrorCode(IntEnum):
     INVALID_STATE = 3006
     LIVE_IN_PROGRESS = 3007
     COHOST_LIMIT = 3008
+    ORGANISATION_CONVERSATION = 3030
+    #: P5: an enterprise account neither leaves nor is removed from its organisation.
+    ENTERPRISE_ACCOUNT_BOUND = 3009
+    #: M2: group capacity, an expansion paid from an organisation's package.
+    PACKAGE_EXHAUSTED = 3020
+    NOT_A_TIER = 3021
     # 4xxx: transient
     RATE_LIMITED = 4000
     OVERLOADED = 4001
@@ -225,6 +231,36 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
     ),
     ErrorCode.COHOST_LIMIT: CodeInfo(
         "cohost_limit", False, "client", "The live stream has its maximum of co-hosts."
+    ),
+    ErrorCode.PACKAGE_EXHAUSTED: CodeInfo(
+        "package_exhausted",
+        False,
+        "client",
+        "M2: the organisation's group-expansion package has fewer units left than the tier "
+        "costs; nothing was charged or changed. An admin tops it up (org.group_topup).",
+    ),
+    ErrorCode.NOT_A_TIER: CodeInfo(
+        "not_a_tier",
+        False,
+        "client",
+        "M2: the member limit asked for is not one of this server's expansion tiers (the "
+        "message lists them).",
+    ),
+    ErrorCode.ENTERPRISE_ACCOUNT_BOUND: CodeInfo(
+        "enterprise_account_bound",
+        False,
+        "client",
+        "P5: an enterprise account belongs to its organisation for its whole life; it cannot "
+        "leave or be removed. An admin cancels it instead (org.account.status cancelled).",
+    ),
+    ErrorCode.ORGANISATION_CONVERSATION: CodeInfo(
+        "organisation_conversation",
+        False,
+        "client",
+        "D2: the conversation is in the wrong domain for these people. Only an "
+        "organisation's enterprise accounts take part in its conversations (`o:<org>:...`), "
+        "and the single chat between two enterprise accounts of one organisation is "
+        "`o:<org>:d:<low>:<high>`, never `d:<low>:<high>`.",
     ),
     ErrorCode.RATE_LIMITED: CodeInfo(
         "rate_limited", True, "client", "Too many requests: wait `retry_after` seconds (C2)."

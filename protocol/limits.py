@@ -30,6 +30,10 @@ DEFAULT_PAGE: Final = 100
 MAX_SAFE_INT: Final = 2**53 - 1
 #: Default member limit of an ordinary group (configurable per server).
 DEFAULT_GROUP_MEMBER_LIMIT: Final = 500
+#: M2: the most members a paid expansion may raise a group to (the top tier).
+MAX_GROUP_MEMBER_LIMIT: Final = 10_000
+#: M2: units one ``org.group_topup`` may add to an organisation's group-expansion package.
+MAX_GROUP_TOPUP_UNITS: Final = 1_000_000
 #: How long an unauthenticated connection may live before it is closed with 4001.
 HANDSHAKE_DEADLINE_SECONDS: Final = 10.0
 #: Idempotency keys (sender, client message id) are kept at least this long.

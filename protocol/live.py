@@ -23,9 +23,13 @@ from protocol.replies import Done, Result
 from protocol.requests import Request
 from protocol.types import ConversationId, DeviceId, Name, PageLimit, Timestamp, UserId
 
-#: ``<group id>/<n>``: the n-th stream started in that group, e.g. ``g:7/3``. The group in
-#: the id is where the stream started, whose store keeps its record.
-LiveId = Annotated[str, Meta(min_length=5, max_length=64, pattern=r"^g:[1-9][0-9]*/[1-9][0-9]*$")]
+#: ``<group id>/<n>``: the n-th stream started in that group, e.g. ``g:7/3`` (or
+#: ``o:5:g:7/3`` in an organisation's own group). The group in the id is where the stream
+#: started, whose store keeps its record.
+LiveId = Annotated[
+    str,
+    Meta(min_length=5, max_length=64, pattern=r"^(o:[1-9][0-9]*:)?g:[1-9][0-9]*/[1-9][0-9]*$"),
+]
 SignalKind = Literal["offer", "answer", "ice"]
 LiveRole = Literal["host", "cohost", "viewer"]
 #: ``host``: the host ended it; ``admin``: an owner or admin of the group it started in;

@@ -18,9 +18,8 @@ from protocol import limits
 from protocol.events import Event
 from protocol.replies import Done, Result
 from protocol.requests import FileRef, Request
-from protocol.types import ContentKind, Name, PageLimit, Timestamp, UserId
+from protocol.types import ContentKind, Name, OrgId, PageLimit, Timestamp, UserId
 
-OrgId = Annotated[int, Meta(ge=1, le=limits.MAX_SAFE_INT)]
 RequestId = Annotated[int, Meta(ge=1, le=limits.MAX_SAFE_INT)]
 CopyId = Annotated[int, Meta(ge=1, le=limits.MAX_SAFE_INT)]
 Cursor = Annotated[int, Meta(ge=0, le=limits.MAX_SAFE_INT)]
@@ -274,7 +273,8 @@ class OrgMemberPage(Result, frozen=True):
 
 class DissolutionSummary(Result, frozen=True):
     """What dissolving deletes: the organisation's members (their memberships only), its
-    copies of members' messages, join requests and audit log."""
+    copies of members' messages, join requests and audit log, its own conversations (D2)
+    and its enterprise accounts (P5)."""
 
     org: OrgId
     name: str
@@ -284,6 +284,8 @@ class DissolutionSummary(Result, frozen=True):
     audit_entries: int
     token: str
     expires_at: Timestamp
+    conversations: int = 0
+    enterprise_accounts: int = 0
 
 
 class ConsentState(Result, frozen=True):

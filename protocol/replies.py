@@ -189,6 +189,9 @@ class ConversationInfo(Result, frozen=True):
     mute_all: bool
     history_visible: bool
     last_seq: Seq
+    #: M2: when the paid expansion that gives ``member_limit`` lapses (the group then keeps
+    #: its members but admits nobody beyond its base limit); None at the base limit.
+    expansion_expires_at: Timestamp | None = None
 
 
 class Conversation(Result, frozen=True):

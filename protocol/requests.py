@@ -23,6 +23,7 @@ from protocol.types import (
     ConversationId,
     LoginCode,
     Name,
+    OrgId,
     PageLimit,
     Phone,
     RequestId,
@@ -191,6 +192,10 @@ class GroupCreate(Request, tag="group.create", frozen=True):
     title: Name
     members: UserList = msgspec.field(default_factory=list)
     history_visible: bool = False
+    #: D2: create the group in this organisation's store, as an organisation-internal
+    #: group (id ``o:<org>:g:<n>``): the creator and every member must be enterprise
+    #: accounts of that organisation. Without it the group is cross-domain.
+    org: OrgId | None = None
 
 
 class GroupAdd(Request, tag="group.add", frozen=True):

@@ -21,14 +21,17 @@ Timestamp = Annotated[int, Meta(ge=0, le=limits.MAX_SAFE_INT)]
 
 #: ``d:<low user id>:<high user id>`` for a single chat, ``s:<user id>`` for chat with
 #: oneself, ``g:<number>`` for a group. Deterministic for single chats (see ``ids.py``).
+#: D2: ``o:<organisation id>:`` before a single chat or group id names an
+#: organisation-internal conversation, kept in that organisation's store.
 ConversationId = Annotated[
     str,
     Meta(
         min_length=3,
         max_length=64,
-        pattern=r"^(d:[1-9][0-9]*:[1-9][0-9]*|s:[1-9][0-9]*|g:[1-9][0-9]*)$",
+        pattern=(r"^((o:[1-9][0-9]*:)?(d:[1-9][0-9]*:[1-9][0-9]*|g:[1-9][0-9]*)|s:[1-9][0-9]*)$"),
     ),
 ]
+OrgId = Annotated[int, Meta(ge=1, le=limits.MAX_SAFE_INT)]
 ClientMessageId = Annotated[str, Meta(min_length=1, max_length=limits.MAX_ID_CHARS)]
 Text = Annotated[str, Meta(max_length=limits.MAX_TEXT_CHARS)]
 Name = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_CHARS)]

@@ -1,8 +1,9 @@
 """A1: erasing a deleted personal account, as a resumable job.
 
 ``account.delete`` marks the account deleted (sessions end, the phone number is released)
-in one transaction of the personal store. This job then tombstones the user's messages in
-the cross-domain store in chunks (each a transaction, each recall pushed to the
+in one transaction of the personal store (``AccountEraser.begin``, which dissolution, O4,
+also uses for the organisation's enterprise accounts). This job then tombstones the user's
+messages in the cross-domain store in chunks (each a transaction, each recall pushed to the
 conversation's members), and finally erases the personal data and consent records. An
 account whose erasure was interrupted is found again at start and finished.
 Organisations' copies are not touched: they were the organisations' when made (A1).
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from protocol.errors import CloseCode
 from server.background import Nudge, run_rounds
 from server.clock import Clock
 from storage.keys import user_owner
@@ -27,15 +29,35 @@ CHUNK = 500
 
 #: Tell a conversation's members that an entry was recalled.
 PublishRecall = Callable[[Entry], Awaitable[None]]
+#: Close every live connection of a user (in this process), with a close code and reason.
+Disconnect = Callable[[int, int, str], None]
 
 
 class AccountEraser:
-    def __init__(self, stores: Stores, clock: Clock, *, publish_recall: PublishRecall) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        clock: Clock,
+        *,
+        publish_recall: PublishRecall,
+        disconnect: Disconnect | None = None,
+    ) -> None:
         self._stores = stores
         self._clock = clock
         self._publish_recall = publish_recall
+        self._disconnect = disconnect
         self.kick = Nudge()
         self.erased = 0
+
+    async def begin(self, user_id: int, *, reason: str) -> None:
+        """A1 step one: mark the account deleted (one transaction: the token generation
+        moves, refresh sessions and login codes go, the phone is released), close its live
+        connections, and wake this job to erase the rest. Idempotent, so a resumed caller
+        (dissolution, O4) may repeat it. ``KeyError`` if there is no such user."""
+        await self._stores.personal.begin_deletion(user_id, now=self._clock.now_ms())
+        if self._disconnect is not None:
+            self._disconnect(user_id, CloseCode.SESSION_REVOKED, reason)
+        self.kick()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await run_rounds(
@@ -48,11 +70,12 @@ class AccountEraser:
             # bodies, report evidence) unreadable at once, here and, once the master key is
             # changed, in backups (docs/encryption.md). Idempotent, so a resumed job repeats it.
             await self._stores.keys.destroy(user_owner(user_id), now=self._clock.now_ms())
-            while recalls := await self._stores.cross.erase_sender(
-                user_id, now=self._clock.now_ms(), limit=CHUNK
-            ):
-                for recall in recalls:
-                    await self._publish_recall(recall)
+            for conversations in self._stores.conversation_stores():
+                while recalls := await conversations.erase_sender(
+                    user_id, now=self._clock.now_ms(), limit=CHUNK
+                ):
+                    for recall in recalls:
+                        await self._publish_recall(recall)
             await self._stores.consent.erase_user(user_id)
             await self._stores.personal.erase_personal_data(user_id)
             self.erased += 1

@@ -23,13 +23,14 @@ from protocol import limits
 from server import encryption
 from server.account_deletion import AccountEraser
 from server.auth import ServerKeys
-from server.bus import MemoryBus
+from server.bus import Disconnect, MemoryBus
 from server.clock import Clock, SystemClock
 from server.config import Config
 from server.context import Context, bus_publisher, publish_event
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
-from server.dissolution import Dissolver
+from server.dissolution import Dissolver, enterprise_account_ender
+from server.domains import conversation_store
 from server.enterprise import EnterpriseIndex
 from server.gateway import Gateway
 from server.hub import Hub
@@ -114,10 +115,16 @@ def build_context(
     live = LiveRuntime.from_config(config, stores, clock=clock)
     hub.on_detach(live.connection_closed)
     org_feeds = OrgFeeds()
-    members = MemberCache(stores.cross)
+    members = MemberCache(partial(conversation_store, stores))
 
     async def publish_recall(entry: Entry) -> None:
         publish_event(bus, await members.member_ids(entry.conv_id), entry_event(entry))
+
+    def disconnect(user_id: int, code: int, reason: str) -> None:
+        bus.publish([user_id], Disconnect(code=code, reason=reason))
+
+    enterprise = EnterpriseIndex(stores.orgs)
+    eraser = AccountEraser(stores, clock, publish_recall=publish_recall, disconnect=disconnect)
 
     return Context(
         config=config,
@@ -130,7 +137,9 @@ def build_context(
         members=members,
         send_limiter=KeyedLimiter(config.send_rate_per_second, config.send_burst),
         receipts=ReceiptCoalescer(
-            stores.cross, partial(publish_event, bus), interval=config.receipt_flush_seconds
+            partial(conversation_store, stores),
+            partial(publish_event, bus),
+            interval=config.receipt_flush_seconds,
         ),
         pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
         ordered=SeqOrderedPublisher(bus_publisher(bus)),
@@ -139,14 +148,25 @@ def build_context(
             config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
         ),
         org_index=OrgIndex(stores.orgs),
-        enterprise=EnterpriseIndex(stores.orgs),
+        enterprise=enterprise,
         dissolver=Dissolver(
-            stores.orgs, on_dissolved=encryption.org_keys_destroyer(stores.keys, clock)
+            stores.orgs,
+            on_dissolved=encryption.org_keys_destroyer(stores.keys, clock),
+            # O4 with P5: the organisation's enterprise accounts end with it.
+            end_account=enterprise_account_ender(eraser, enterprise),
+            # D2: its own conversations (o:<org>:...) go with it.
+            conversations=stores.org_conversations,
+            lives=stores.org_live,
+            # D2/G2: its own DINGs and its DING package go with it too.
+            dings=stores.org_ding,
+            chunk=config.dissolution_chunk_rows,
+            pause_seconds=config.dissolution_pause_seconds,
         ),
-        eraser=AccountEraser(stores, clock, publish_recall=publish_recall),
+        eraser=eraser,
         org_feeds=org_feeds,
         outbox=OutboxRelay(
             cross=stores.cross,
+            org_conversations=stores.org_conversations,
             orgs=stores.orgs,
             consent=stores.consent,
             feeds=org_feeds,

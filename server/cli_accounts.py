@@ -8,6 +8,10 @@ by default) may be reclaimed. ``reclaim`` refuses any account that is not dorman
 organisation memberships, and deletes it exactly as ``account.delete`` does (A1): sessions
 end, the phone number is freed, content is tombstoned, personal data erased. It works on a
 data directory like ``rivet users``; a running server's clients see the tombstones on sync.
+
+An enterprise account (P5) is its organisation's, not the platform's: ``dormant`` lists it
+with its ``organisation`` so the operator can tell that organisation, and ``reclaim``
+refuses it (its admins cancel it; dissolving the organisation ends it, O4).
 """
 
 from __future__ import annotations
@@ -50,11 +54,23 @@ async def run(args: argparse.Namespace) -> int:
             after = page[-1][0].user_id
         if args.accounts_command == "dormant":
             for user_id, seen in sorted(dormant.items()):
-                print(json.dumps({"user_id": user_id, "last_sign_in": seen}))
+                line: dict[str, int] = {"user_id": user_id, "last_sign_in": seen}
+                account = await stores.orgs.account_of_user(user_id)
+                if account is not None:
+                    line["organisation"] = account.org_id
+                print(json.dumps(line))
             return 0
         refused = [u for u in args.user if u not in dormant]
         if refused:
             print(f"rivet: not dormant for {args.months} months: {refused}", file=sys.stderr)
+            return 1
+        enterprise = [u for u in args.user if await stores.orgs.account_of_user(u) is not None]
+        if enterprise:
+            print(
+                f"rivet: enterprise accounts belong to their organisation: {enterprise}"
+                " (its admins cancel them)",
+                file=sys.stderr,
+            )
             return 1
         for user_id in args.user:
             for membership in await stores.orgs.orgs_of(user_id):

@@ -6,6 +6,7 @@ Every field is documented here and by ``rivet serve --help``.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -80,8 +81,26 @@ class Config:
     #: A hard ceiling on each SQLite database, in pages (4 KiB each by default): past it
     #: writes fail with storage_full (4002) and nothing is stored. None: no ceiling.
     sqlite_max_page_count: int | None = None
-    #: Default member limit of an ordinary group (M2).
+    #: Default member limit of an ordinary group (M2): the base tier, always equal to the
+    #: first of ``group_member_tiers`` (giving either one sets both).
     group_member_limit: int = limits.DEFAULT_GROUP_MEMBER_LIMIT
+    #: M2: member-limit tiers, ascending: the base limit, then what a paid expansion
+    #: (``group.expand``) may raise a group to, at most 10,000; the package units one
+    #: expansion period of each tier after the base costs (one price per such tier); and how
+    #: many days one period lasts (renewing adds another).
+    group_member_tiers: tuple[int, ...] = (
+        limits.DEFAULT_GROUP_MEMBER_LIMIT,
+        1000,
+        2000,
+        5000,
+        limits.MAX_GROUP_MEMBER_LIMIT,
+    )
+    group_tier_prices: tuple[int, ...] = (100, 200, 500, 1000)
+    group_expansion_days: float = 30.0
+    #: O4: rows the dissolution job deletes per transaction, and seconds it waits between
+    #: two of them (0: none). A pause spreads a large organisation's deletion out.
+    dissolution_chunk_rows: int = 1000
+    dissolution_pause_seconds: float = 0.0
     #: Interval at which read-count updates are coalesced and sent to senders.
     receipt_flush_seconds: float = 1.0
     #: L1 live streams: co-hosts on stage at once; seconds a host has to come back after a
@@ -145,7 +164,37 @@ class Config:
             chosen["allowed_origins"] = (chosen["allowed_origins"],)
         if "allowed_origins" in chosen:
             chosen["allowed_origins"] = tuple(chosen["allowed_origins"])
+        _sync_group_tiers(self, chosen)
         return replace(self, **chosen)
+
+    @property
+    def group_expansion_tiers(self) -> dict[int, int]:
+        """M2: member limit -> price of one period, for every tier above the base limit."""
+        pairs = zip(self.group_member_tiers[1:], self.group_tier_prices, strict=False)
+        return {tier: price for tier, price in pairs if tier > self.group_member_limit}
+
+
+def _sync_group_tiers(current: Config, chosen: dict[str, Any]) -> None:
+    """M2: ``group_member_limit`` is the first of ``group_member_tiers``. Giving the tiers
+    sets the limit; giving only the limit keeps the default tiers above it (and their
+    prices)."""
+    for key in ("group_member_tiers", "group_tier_prices"):
+        if key in chosen:
+            chosen[key] = tuple(int(v) for v in chosen[key])
+    if "group_member_tiers" in chosen:
+        if chosen["group_member_tiers"] and "group_member_limit" not in chosen:
+            chosen["group_member_limit"] = chosen["group_member_tiers"][0]
+    elif "group_member_limit" in chosen:
+        base = int(chosen["group_member_limit"])
+        pairs = [
+            (tier, price)
+            for tier, price in zip(
+                current.group_member_tiers[1:], current.group_tier_prices, strict=False
+            )
+            if tier > base
+        ]
+        chosen["group_member_tiers"] = (base, *(tier for tier, _ in pairs))
+        chosen.setdefault("group_tier_prices", tuple(price for _, price in pairs))
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:
@@ -174,12 +223,17 @@ def validate(config: Config) -> None:
         raise ValueError("log_format must be 'text' or 'json'")
     _validate_hardening(config)
     _validate_ding(config)
+    _validate_group_tiers(config)
     if config.live_max_cohosts < 0:
         raise ValueError("live_max_cohosts must not be negative")
     if min(config.live_grace_seconds, config.live_counts_seconds) <= 0:
         raise ValueError("live_grace_seconds and live_counts_seconds must be positive")
     if config.live_checkpoint_seconds <= 0:
         raise ValueError("live_checkpoint_seconds must be positive")
+    if config.dissolution_chunk_rows < 1 or config.dissolution_pause_seconds < 0:
+        raise ValueError(
+            "dissolution_chunk_rows must be at least 1, dissolution_pause_seconds not negative"
+        )
 
 
 def _validate_hardening(config: Config) -> None:
@@ -200,6 +254,24 @@ def _validate_hardening(config: Config) -> None:
     for origin in config.allowed_origins:
         if origin != "*" and "://" not in origin:
             raise ValueError(f"allowed_origins: {origin!r} is not scheme://host[:port] or '*'")
+
+
+def _validate_group_tiers(config: Config) -> None:
+    """M2: ascending tiers from the base limit up to 10,000, one positive price per tier
+    above the base, a positive period."""
+    tiers, prices = config.group_member_tiers, config.group_tier_prices
+    if not tiers or tiers[0] != config.group_member_limit:
+        raise ValueError("group_member_tiers must start with group_member_limit")
+    if config.group_member_limit < 1:
+        raise ValueError("group_member_limit must be at least 1")
+    if any(b <= a for a, b in itertools.pairwise(tiers)):
+        raise ValueError("group_member_tiers must be strictly ascending")
+    if tiers[-1] > limits.MAX_GROUP_MEMBER_LIMIT:
+        raise ValueError(f"no group tier may exceed {limits.MAX_GROUP_MEMBER_LIMIT} members")
+    if len(prices) != len(tiers) - 1 or any(p < 1 for p in prices):
+        raise ValueError("group_tier_prices needs one positive price per tier after the first")
+    if config.group_expansion_days <= 0:
+        raise ValueError("group_expansion_days must be positive")
 
 
 def _validate_ding(config: Config) -> None:

@@ -14,6 +14,7 @@ from server.config import Config
 from server.credentials import Credentials
 from server.ding.runtime import DingRuntime
 from server.dissolution import Dissolver
+from server.domains import conversation_store
 from server.enterprise import EnterpriseIndex
 from server.hub import Hub
 from server.live import LiveRuntime
@@ -26,6 +27,7 @@ from server.outbox import OutboxRelay
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
+from storage.interfaces import CrossDomainStore
 from storage.records import Entry
 from storage.stores import Stores
 
@@ -67,6 +69,10 @@ class Context:
     eraser: AccountEraser
     #: P5/O1/O3: who is an enterprise account (cached for the send path), and the verifier.
     enterprise: EnterpriseIndex
+
+    def conversations(self, conv_id: str) -> CrossDomainStore:
+        """The store that keeps ``conv_id`` (D2/D3, ``server/domains.py``)."""
+        return conversation_store(self.stores, conv_id)
 
     def publish(self, users: Iterable[int], event: msgspec.Struct) -> None:
         publish_event(self.bus, users, event)

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 
 
+def _message_waiting(ws: WebSocketConnection) -> bool:
+    """Whether trio-websocket's reader task has a whole message queued for ``get_message``
+    (its ``_recv_channel``, pinned by ``tests/server/test_gateway_read.py``)."""
+    return ws._recv_channel.statistics().current_buffer_used > 0
+
+
 class Gateway:
     def __init__(self, ctx: Context, router: Router) -> None:
         self.ctx = ctx
@@ -116,6 +122,14 @@ class Gateway:
         """Read and handle one frame. False when the connection should stop reading."""
         if self._draining or conn.close_request is not None:
             return False
+        if conn.queued_bytes <= conn.queue_bytes and _message_waiting(conn.ws):
+            # Under load the next frame is usually waiting already: taking it does not wait,
+            # so there is nothing for shutdown to interrupt and no cancel scope to pay for.
+            try:
+                message = await conn.ws.get_message()
+            except ConnectionClosed:
+                return False
+            return await self._handle(conn, message)
         with trio.CancelScope() as reading:
             conn.read_scope = reading
             try:
@@ -128,6 +142,9 @@ class Gateway:
                 conn.read_scope = None
         if reading.cancelled_caught:
             return False
+        return await self._handle(conn, message)
+
+    async def _handle(self, conn: Connection, message: str | bytes) -> bool:
         if isinstance(message, str):
             conn.close_soon(CloseCode.UNSUPPORTED_DATA, "binary frames only")
             return False

@@ -29,7 +29,9 @@ async def prune_idempotency_keys(
         await trio.sleep(interval)
         cutoff = clock.now_ms() - limits.IDEMPOTENCY_TTL_SECONDS * 1000
         try:
-            removed = await stores.cross.prune_idempotency(older_than=cutoff)
+            removed = 0
+            for conversations in stores.conversation_stores():
+                removed += await conversations.prune_idempotency(older_than=cutoff)
             removed += await stores.personal.prune_idempotency(older_than=cutoff)
         except Exception:
             log.exception("pruning idempotency keys failed; will retry")

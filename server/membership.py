@@ -9,14 +9,18 @@ invalidation (noted in docs/architecture.md).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from protocol.ids import conversation_kind, direct_participants
 from storage.interfaces import CrossDomainStore
 
 
 class MemberCache:
-    def __init__(self, store: CrossDomainStore, *, max_groups: int = 10_000) -> None:
-        self._store = store
+    def __init__(
+        self, store_for: Callable[[str], CrossDomainStore], *, max_groups: int = 10_000
+    ) -> None:
+        #: The store that keeps a conversation (``server/domains.py``).
+        self._store_for = store_for
         self._groups: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._max = max_groups
         #: Bumped on every invalidation, so a read that raced a change is not cached.
@@ -31,7 +35,7 @@ class MemberCache:
             self._groups.move_to_end(conv_id)
             return cached
         generation = self._generation
-        members = tuple(await self._store.member_ids(conv_id))
+        members = tuple(await self._store_for(conv_id).member_ids(conv_id))
         if generation != self._generation:
             return members
         self._groups[conv_id] = members

@@ -34,6 +34,7 @@ from protocol.errors import CloseCode
 from server import policy
 from server.bus import Disconnect
 from server.context import Context
+from server.domains import conversation_store
 from server.metrics import METRICS
 from server.services.render import entry_event
 from storage.errors import StoreError
@@ -64,12 +65,13 @@ async def act_on_message(
     now: int,
 ) -> ActRecord:
     """Hide or remove message ``seq`` of ``conv_id`` (see the module docstring)."""
-    entry = await stores.cross.get_entry(conv_id, seq)
+    conversations = conversation_store(stores, conv_id)
+    entry = await conversations.get_entry(conv_id, seq)
     if entry is None or entry.kind != "message":
         raise ModerationError(f"no message {seq} in {conv_id}")
     await _check_reports(stores, report_ids)
     evidence = entry.body if action == "hide" and not entry.recalled else None
-    await stores.cross.recall(conv_id=conv_id, seq=seq, by=PLATFORM, now=now)
+    await conversations.recall(conv_id=conv_id, seq=seq, by=PLATFORM, now=now)
     return await _log(
         stores,
         NewAct(
@@ -193,7 +195,7 @@ class ModerationWatcher:
             await self._tell_members(act.conv_id, act.seq)
 
     async def _tell_members(self, conv_id: str, seq: int) -> None:
-        cross = self._ctx.stores.cross
+        cross = self._ctx.conversations(conv_id)
         conversation = await cross.get_conversation(conv_id)
         if conversation is None:
             return

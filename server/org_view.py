@@ -9,10 +9,12 @@ or cross-domain store is reachable from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from protocol.ids import conversation_org
 from server.clock import Clock
 from server.connection import Connection
+from server.copy_source import org_conversation_source
 from server.org_feed import OrgFeeds
 from storage.orgs import AuditEntry, OrganisationStore, OrgCopy, OrgMember
 
@@ -20,6 +22,9 @@ _MINT = object()
 
 #: Where new audit entries go besides the log: the real-time feed.
 AuditListener = Callable[[AuditEntry], None]
+#: O1: recall message (conv, seq) of the organisation's own conversation for everyone in
+#: it, as admin ``by``; False if there is no such message.
+OwnRecall = Callable[[str, int, int], Awaitable[bool]]
 
 
 class OrgView:
@@ -33,6 +38,7 @@ class OrgView:
         clock: Clock,
         on_audit: AuditListener,
         feeds: OrgFeeds,
+        recall_own: OwnRecall | None = None,
     ) -> None:
         if mint is not _MINT:
             raise TypeError("only the router's policy module makes an OrgView")
@@ -42,6 +48,7 @@ class OrgView:
         self._clock = clock
         self._on_audit = on_audit
         self._feeds = feeds
+        self._recall_own = recall_own
 
     async def copies(
         self,
@@ -74,6 +81,21 @@ class OrgView:
         return await self._store.set_copy_state(
             self.org_id, copy_id, hidden=hidden, recalled=recalled
         )
+
+    async def withdraw_source(self, copy: OrgCopy) -> bool:
+        """O1: if ``copy`` was made from the organisation's own conversation (D2), recall
+        that message there for everyone in it. A copy of a cross-domain message has no such
+        source: that conversation belongs to its participants and is never rewritten by an
+        admin. True if a message was withdrawn."""
+        source = org_conversation_source(copy.source)
+        if source is None:
+            return False
+        conv_id, seq = source
+        if conversation_org(conv_id) != self.org_id:
+            return False  # not this organisation's conversation: never touched
+        if self._recall_own is None:
+            raise RuntimeError("this view was made without the power to recall")
+        return await self._recall_own(conv_id, seq, self.admin.user_id)
 
     async def copy_counts(self) -> dict[int, int]:
         return await self._store.copy_counts(self.org_id)

@@ -7,7 +7,11 @@ once, made exactly-once by the target's idempotency (a copy is keyed by its sour
 
 The one effect today is ``org_copy:<org ids>``: copy the sender's own message into the
 store of each listed organisation (those the sender belonged to when sending) for which
-``server.policy`` says the consent rule allows it at the message's time.
+``server.policy`` says the consent rule allows it at the message's time. Both conversation
+stores record effects: the cross-domain one (D4: a consenting member's own words) and the
+organisations' (D2: every message there is an enterprise account's, copied without
+consent). A copy of an organisation-internal message names its source ``org:<conv>:<seq>``,
+so an admin's recall of it can reach the organisation's own conversation (O1).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from protocol.orgs import OrgCopyEvent
 from protocol.requests import Content
 from server import policy
 from server.background import Nudge, run_rounds
+from server.copy_source import copy_source
 from server.org_feed import OrgFeeds
 from server.services.admin import copy_info
 from storage.consent import ConsentStore
@@ -48,13 +53,14 @@ class OutboxRelay:
         self,
         *,
         cross: CrossDomainStore,
+        org_conversations: CrossDomainStore,
         orgs: OrganisationStore,
         consent: ConsentStore,
         feeds: OrgFeeds,
         ref_key: bytes,
         poll_interval: float = 1.0,
     ) -> None:
-        self._cross = cross
+        self._sources = (("cross", cross), ("org", org_conversations))
         self._orgs = orgs
         self._consent = consent
         self._feeds = feeds
@@ -75,26 +81,27 @@ class OutboxRelay:
         )
 
     async def drain(self) -> None:
-        """Carry out every pending effect, oldest first."""
-        after = 0
-        while True:
-            pending = await self._cross.pending_effects(after=after, limit=200)
-            if not pending:
-                return
-            for effect in pending:
-                await self._apply(effect)
-                await self._cross.finish_effect(effect.effect_id)
-                self.finished += 1
-            after = pending[-1].effect_id
+        """Carry out every pending effect of each conversation store, oldest first."""
+        for source, store in self._sources:
+            after = 0
+            while True:
+                pending = await store.pending_effects(after=after, limit=200)
+                if not pending:
+                    break
+                for effect in pending:
+                    await self._apply(source, effect)
+                    await store.finish_effect(effect.effect_id)
+                    self.finished += 1
+                after = pending[-1].effect_id
 
-    async def _apply(self, effect: PendingEffect) -> None:
+    async def _apply(self, source: str, effect: PendingEffect) -> None:
         kind, _, args = effect.kind.partition(":")
         if kind != ORG_COPY:
             log.error("unknown effect kind; dropped", extra={"kind": kind})
             return
-        await self._copy(effect.entry, [int(org) for org in args.split(",") if org])
+        await self._copy(source, effect.entry, [int(org) for org in args.split(",") if org])
 
-    async def _copy(self, entry: Entry, org_ids: list[int]) -> None:
+    async def _copy(self, source: str, entry: Entry, org_ids: list[int]) -> None:
         if entry.kind != "message" or entry.body is None or entry.recalled:
             return  # recalled before it was copied: there is nothing of it left to copy
         content = _content_decoder.decode(entry.body)
@@ -116,7 +123,7 @@ class OutboxRelay:
                         conv_ref=policy.conversation_ref(self._ref_key, org_id, entry.conv_id),
                         ts=entry.ts,
                         body=body,
-                        source=f"cross:{entry.stream}",
+                        source=copy_source(source, entry),
                     ),
                 )
             except KeysDestroyed:

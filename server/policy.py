@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Final, Literal
 
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.ids import conversation_kind, direct_conversation_id, direct_participants
+from protocol.ids import (
+    conversation_kind,
+    conversation_org,
+    direct_conversation_id,
+    direct_participants,
+    org_direct_conversation_id,
+)
 from protocol.limits import MAX_LIVE_INVITES, MAX_LIVE_LINKED_GROUPS
 from protocol.live import LiveEndReason, LiveRole
 from protocol.orgs import CopyContent, OrgAuditEvent
@@ -25,11 +31,12 @@ from protocol.requests import Content
 from server.clock import Clock
 from server.ding.quota import org_payer, personal_payer
 from server.org_feed import OrgFeeds
-from server.org_view import _MINT, OrgView
+from server.org_view import _MINT, OrgView, OwnRecall
 from server.services.admin import audit_info
 from storage.consent import ConsentChange, consented_at
 from storage.ding_records import Ding as DingRecord
 from storage.enterprise import AccountStatus, EnterpriseAccount
+from storage.group_capacity import GroupExpansion
 from storage.orgs import (
     AuditEntry,
     JoinRequest,
@@ -77,9 +84,55 @@ def direct_peer(caller: int, conv_id: str) -> int:
     if kind == "group":
         raise ValueError("not a single chat")
     low, high = direct_participants(conv_id)
-    if caller not in (low, high) or direct_conversation_id(low, high) != conv_id:
+    org = conversation_org(conv_id)
+    canonical = (
+        direct_conversation_id(low, high)
+        if org is None
+        else org_direct_conversation_id(org, low, high)
+    )
+    if caller not in (low, high) or canonical != conv_id:
         raise not_found()
     return high if caller == low else low
+
+
+def direct_conversation_of(
+    caller: int, peer: int, accounts: dict[int, EnterpriseAccount | None]
+) -> str:
+    """The id of the single chat between ``caller`` and ``peer``: the organisation's when
+    both are enterprise accounts of one organisation (D2), else cross-domain (D3)."""
+    mine, theirs = accounts.get(caller), accounts.get(peer)
+    if caller != peer and mine is not None and theirs is not None and mine.org_id == theirs.org_id:
+        return org_direct_conversation_id(mine.org_id, caller, peer)
+    return direct_conversation_id(caller, peer)
+
+
+def may_place(conv_id: str, accounts: dict[int, EnterpriseAccount | None]) -> None:
+    """D2/D3, the placement rule: ``accounts`` holds the conversation's participants (or
+    everyone it would hold after a change) with their enterprise accounts.
+
+    An organisation-internal conversation (``o:<org>:...``, kept in that organisation's
+    store) holds only that organisation's enterprise accounts, so nothing of an outsider
+    ever lands in an organisation's store. The single chat between two enterprise accounts
+    of one organisation is always the organisation's, never a cross-domain ``d:`` chat."""
+    org = conversation_org(conv_id)
+    if org is not None:
+        for user_id, account in accounts.items():
+            if account is None or account.org_id != org:
+                raise ProtocolError(
+                    ErrorCode.ORGANISATION_CONVERSATION,
+                    f"user {user_id} is not an enterprise account of organisation {org}: "
+                    "only they take part in its conversations",
+                )
+        return
+    if conversation_kind(conv_id) != "direct" or len(accounts) != 2:
+        return
+    (low, first), (high, second) = sorted(accounts.items())
+    if first is not None and second is not None and first.org_id == second.org_id:
+        raise ProtocolError(
+            ErrorCode.ORGANISATION_CONVERSATION,
+            "the single chat between these accounts is "
+            f"{org_direct_conversation_id(first.org_id, low, high)}",
+        )
 
 
 def may_open_direct(*, peer_exists: bool) -> None:
@@ -185,12 +238,67 @@ def may_leave(member: Member | None) -> Member:
     return member
 
 
-def may_admit(conversation: Conversation, *, adding: int) -> None:
-    """M2: a group admits members up to its member limit."""
-    if conversation.member_count + adding > conversation.member_limit:
+def may_admit(conversation: Conversation, *, adding: int, limit: int | None = None) -> None:
+    """M2: a group admits members up to its member limit: ``limit``, the effective one
+    (``effective_member_limit``) when the service passes it, else the group's base limit.
+    Members beyond it stay (a lapsed expansion removes nobody); nobody new gets in."""
+    allowed = conversation.member_limit if limit is None else limit
+    if conversation.member_count + adding > allowed:
+        raise ProtocolError(ErrorCode.MEMBER_LIMIT, f"the group allows {allowed} members")
+
+
+def effective_member_limit(
+    base: int, expansions: Iterable[GroupExpansion], *, now: int
+) -> tuple[int, int | None]:
+    """M2: a group's member limit at ``now`` and when it lapses: the largest tier of any
+    organisation's expansion that has not lapsed (by the injected clock), with the latest
+    end among expansions to that tier; else the base limit and None."""
+    active = [e for e in expansions if e.active(now) and e.member_limit > base]
+    if not active:
+        return base, None
+    top = max(e.member_limit for e in active)
+    return top, max(e.expires_at for e in active if e.member_limit == top)
+
+
+def may_expand_group(
+    caller: int,
+    *,
+    conversation: Conversation | None,
+    group_member: Member | None,
+    org_member: OrgMember | None,
+) -> OrgMember:
+    """M2: who may spend an organisation's package on a group. The caller must be a current
+    member of the group (else, as for any conversation, ``not_found``) and of the
+    organisation (else the organisation's ``not_found``); then either own the group, or be
+    an admin of the organisation with the ``members`` permission (the package's own
+    permission, as for the DING package, G2)."""
+    if conversation is None or conversation.kind != "group":
+        raise not_found()
+    may_write(group_member)
+    if org_member is None or not org_member.active:
+        raise org_not_found()
+    if conversation.owner_id != caller and not org_member.may("members"):
         raise ProtocolError(
-            ErrorCode.MEMBER_LIMIT, f"the group allows {conversation.member_limit} members"
+            ErrorCode.FORBIDDEN,
+            "only the group's owner, or an organisation admin with the 'members' permission",
         )
+    return org_member
+
+
+def expansion_price(tiers: Mapping[int, int], tier: int) -> int:
+    """M2: what one period of ``tier`` costs; ``not_a_tier`` for a limit that is not one of
+    the server's expansion tiers (the base limit is not one: it needs no expansion)."""
+    if tier not in tiers:
+        offered = ", ".join(str(t) for t in sorted(tiers)) or "none"
+        raise ProtocolError(ErrorCode.NOT_A_TIER, f"expansion tiers: {offered}", path="$.tier")
+    return tiers[tier]
+
+
+def may_manage_group_package(member: OrgMember | None) -> OrgMember:
+    """M2: topping up the group-expansion package and reading it needs what the DING
+    package needs (G2): the ``members`` permission; to non-members the organisation does
+    not exist."""
+    return may_manage_ding_package(member)
 
 
 # --- who receives what ---------------------------------------------------------------------------
@@ -219,11 +327,12 @@ def presence_audience(*, contacts: Iterable[int], direct_peers: Iterable[int]) -
     return set(contacts) | set(direct_peers)
 
 
-def store_for(conv_id: str) -> Literal["cross"]:
-    """Which store keeps a conversation (D3): single chats, ordinary groups and chat with
-    oneself are cross-domain. Organisation-internal conversations (D2) join later."""
+def store_for(conv_id: str) -> Literal["cross", "organisation"]:
+    """Which store keeps a conversation, and what was started in it (a live stream's
+    record): single chats, ordinary groups and chat with oneself are cross-domain (D3); an
+    organisation's own conversations (``o:<org>:...``) are the organisation's (D2)."""
     conversation_kind(conv_id)
-    return "cross"
+    return "cross" if conversation_org(conv_id) is None else "organisation"
 
 
 # --- live streams (L1) ----------------------------------------------------------------------
@@ -261,7 +370,18 @@ def may_claim_live_groups(taken: Iterable[str]) -> None:
         )
 
 
-def may_link_live(*, linked: int, adding: int) -> None:
+def may_link_live(
+    *, linked: int, adding: int, origin: str = "", groups: Iterable[str] = ()
+) -> None:
+    """At most ``MAX_LIVE_LINKED_GROUPS`` linked groups, all in the origin group's domain
+    (D2/D3): a stream's record names its groups, and it lives in the origin's store."""
+    for group in groups:
+        if conversation_org(group) != conversation_org(origin):
+            raise ProtocolError(
+                ErrorCode.ORGANISATION_CONVERSATION,
+                "a live stream links only groups of its own domain: an organisation's own "
+                "groups with each other, ordinary groups with each other",
+            )
     if linked + adding > MAX_LIVE_LINKED_GROUPS:
         raise ProtocolError(
             ErrorCode.INVALID_STATE,
@@ -404,11 +524,25 @@ def ding_not_found() -> ProtocolError:
     return ProtocolError(ErrorCode.NOT_FOUND, "no such DING")
 
 
-def ding_store_for(*, sender: int, recipients: Iterable[int]) -> Literal["cross"]:
-    """Which store keeps a DING (D3): between people of different organisations or none, the
-    cross-domain store. A DING inside one organisation (D2) joins with the organisations
-    issue."""
-    return "cross"
+def ding_store_for(
+    *, sender: int, recipients: Iterable[int], accounts: Mapping[int, EnterpriseAccount | None]
+) -> int | None:
+    """D2/D3, the placement rule of DINGs (as ``may_place`` is for conversations): the
+    organisation whose store keeps the DING, or None for the cross-domain store. ``accounts``
+    holds the enterprise account (or None) of the sender and of every recipient.
+
+    A DING whose sender and every recipient are enterprise accounts of one organisation is
+    that organisation's (kept in its store, sealed with its key, deleted with it, O4); any
+    other DING (a personal account on either side, or accounts of two organisations) is
+    cross-domain, whoever pays for it."""
+    mine = accounts.get(sender)
+    if mine is None:
+        return None
+    for user in recipients:
+        theirs = accounts.get(user)
+        if theirs is None or theirs.org_id != mine.org_id:
+            return None
+    return mine.org_id
 
 
 def ding_payer(
@@ -587,6 +721,7 @@ def admin_view(
     store: OrganisationStore,
     clock: Clock,
     feeds: OrgFeeds,
+    recall_own: OwnRecall | None = None,
 ) -> OrgView:
     """D5, the one gate of every admin path: an admin of the organisation with the
     permission gets a view of the organisation's own store, and nothing else. Anyone who is
@@ -602,7 +737,14 @@ def admin_view(
         feeds.publish(org_id, OrgAuditEvent(org=org_id, entry=audit_info(entry)))
 
     return OrgView(
-        _MINT, store=store, org_id=org_id, admin=member, clock=clock, on_audit=on_audit, feeds=feeds
+        _MINT,
+        store=store,
+        org_id=org_id,
+        admin=member,
+        clock=clock,
+        on_audit=on_audit,
+        feeds=feeds,
+        recall_own=recall_own,
     )
 
 
@@ -808,7 +950,19 @@ def may_leave_own_org(account: EnterpriseAccount | None, org_id: int) -> None:
     """P5: an enterprise account belongs to its organisation; it is cancelled, not left."""
     if account is not None and account.org_id == org_id:
         raise ProtocolError(
-            ErrorCode.INVALID_STATE, "an enterprise account cannot leave its organisation"
+            ErrorCode.ENTERPRISE_ACCOUNT_BOUND,
+            "an enterprise account cannot leave its organisation: an admin cancels it",
+        )
+
+
+def may_remove_from_org(account: EnterpriseAccount | None, org_id: int) -> None:
+    """P5: an organisation's own enterprise account is never removed from it (it would be an
+    identity of nobody's); an admin cancels it instead (``org.account.status``)."""
+    if account is not None and account.org_id == org_id:
+        raise ProtocolError(
+            ErrorCode.ENTERPRISE_ACCOUNT_BOUND,
+            "an enterprise account cannot be removed from its organisation: cancel it instead"
+            " (org.account.status cancelled)",
         )
 
 

@@ -26,8 +26,11 @@ Publish = Callable[[list[int], msgspec.Struct], None]
 
 
 class ReceiptCoalescer:
-    def __init__(self, store: CrossDomainStore, publish: Publish, *, interval: float) -> None:
-        self._store = store
+    def __init__(
+        self, store_for: Callable[[str], CrossDomainStore], publish: Publish, *, interval: float
+    ) -> None:
+        #: The store that keeps a conversation (``server/domains.py``).
+        self._store_for = store_for
         self._publish = publish
         self._interval = interval
         self._dirty: dict[str, tuple[int, int]] = {}
@@ -51,14 +54,15 @@ class ReceiptCoalescer:
         dirty, self._dirty = self._dirty, {}
         for conv_id, (first, last) in dirty.items():
             first = max(first, last - MAX_SEQS + 1)
-            entries = await self._store.history(
+            store = self._store_for(conv_id)
+            entries = await store.history(
                 conv_id, visible_from=first, visible_to=last, before_seq=None, limit=MAX_SEQS
             )
             senders = {e.seq: e.sender for e in entries if e.kind == "message" and not e.recalled}
             if not senders:
                 continue
             by_sender: dict[int, list[ReceiptCountItem]] = defaultdict(list)
-            for count in await self._store.read_counts(conv_id, sorted(senders)):
+            for count in await store.read_counts(conv_id, sorted(senders)):
                 by_sender[senders[count.seq]].append(
                     ReceiptCountItem(seq=count.seq, read=count.read)
                 )

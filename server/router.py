@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from protocol import account as pa
 from protocol import codec
 from protocol import ding as pd
 from protocol import enterprise as pe
+from protocol import group_capacity as pg
 from protocol import live as pl
 from protocol import moderation as pm
 from protocol import orgs as po
@@ -45,6 +47,7 @@ from server.services import (
 )
 from server.services import ding as ding_ops
 from server.services import enterprise as enterprise_ops
+from server.services import group_capacity as capacity_ops
 from server.services import live as live_ops
 from server.services import moderation as moderation_ops
 from server.throttle import Refusal, Throttle
@@ -145,6 +148,9 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     pe.OrgAccountVerifyPerson: enterprise_ops.verify_person,
     pe.EnterpriseUnverifySelf: enterprise_ops.unverify_self,
     pe.OrgAccountControls: enterprise_ops.set_controls,
+    pg.GroupExpand: capacity_ops.expand,
+    pg.OrgGroupTopup: capacity_ops.topup,
+    pg.OrgGroupPackage: capacity_ops.package,
 }
 
 AdminHandler = Callable[[OrgView, Connection, Any], Awaitable[msgspec.Struct]]
@@ -170,7 +176,12 @@ def _admin_route(handler: AdminHandler, permission: str) -> Handler:
         if org is None or org.dissolving_at is not None:
             member = None  # O4: a dissolving organisation is gone for every admin path
         view = policy.admin_view(
-            member, permission, store=ctx.stores.orgs, clock=ctx.clock, feeds=ctx.org_feeds
+            member,
+            permission,
+            store=ctx.stores.orgs,
+            clock=ctx.clock,
+            feeds=ctx.org_feeds,
+            recall_own=partial(messages.recall_for_organisation, ctx),
         )
         return await handler(view, conn, request)
 

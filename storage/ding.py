@@ -1,10 +1,11 @@
 """``DingStore``: where DING messages, their escalation steps, the SMS/call outbox and the
 quota ledger live (G1-G3). Records are in ``storage.ding_records``.
 
-The cross-domain DINGs (D3) are kept in the cross-domain database (``cross.db``); an
-organisation's internal DINGs and its DING package (D2) will be kept in that organisation's
-database, behind this same interface. Every implementation runs
-``tests/storage/test_ding_conformance.py``.
+There are two: the cross-domain DINGs (D3) in the cross-domain database (``cross.db``,
+with the personal users' monthly allowances), and the organisations' internal DINGs with
+their DING packages (D2) in the organisation conversations database
+(``organisation-conversations.db``), behind this same interface (``Stores.ding`` and
+``Stores.org_ding``). Every implementation runs ``tests/storage/test_ding_conformance.py``.
 
 Contracts, beyond those of ``storage.interfaces`` (one transaction per method, durable
 before it returns, nothing stored if it raises, a cancelled write may still commit):
@@ -18,9 +19,21 @@ before it returns, nothing stored if it raises, a cancelled write may still comm
   withdraws their unclaimed outbox rows in its transaction; ``hand_over`` only moves
   ``scheduled`` steps. Once ``confirm`` has returned, no step of that recipient is handed
   over, and only a row a relay had already claimed can still reach the provider.
-* **Quota.** ``hand_over`` charges an SMS or call step one unit of its ``QuotaCharge`` in
-  the same transaction, or marks it ``quota_exhausted`` if the balance is used up;
-  withdrawing a handed-over step gives its unit back.
+* **Quota, across databases.** The account that pays may be in another database than the
+  DING (a cross-domain DING paid by an organisation's package). So a step is charged first,
+  by ``charge_step`` in the payer's database: an idempotent write keyed by the DING's store
+  and the step (``charge_key``) that records the outcome (``paid`` or ``exhausted``);
+  ``hand_over`` then records the step's state from that known outcome, with its outbox row,
+  in the DING's database. A crash between the two fires the step again and ``charge_step``
+  answers the recorded outcome: one unit per step at most. A step that may have been
+  charged and ends without reaching the provider (withdrawn by a confirm; cancelled after
+  it fell due; found cancelled by its hand-over) is written to ``ding_refunds`` in that
+  transaction; the runtime carries the refund out with ``refund_charge`` (idempotent by the
+  same key; a key never charged is made ``void`` so it never will be) and then
+  ``refunds_settled``.
+* **Content at rest (A3).** A store keeps ``NewDing.sealed`` as given and returns it in
+  ``Ding.sealed`` (with ``text`` as given, "" when sealed); sealing and opening is the
+  wrapper's (``storage.sealing.SealedDingStore``), which is what the server holds.
 * Stores decide nothing: who may DING whom, which plan and which payer are decided by the
   server (``server.policy``, ``server.ding``); the checks here are integrity ones
   (idempotency, the state a transition starts from, the quota balance).
@@ -33,6 +46,7 @@ from typing import Protocol
 
 from storage.ding_records import (
     ChannelName,
+    ChargeOutcome,
     Ding,
     DingCreated,
     DingStep,
@@ -43,7 +57,10 @@ from storage.ding_records import (
     QuotaBalance,
     QuotaCharge,
     StepChange,
+    StepCharge,
+    TopUp,
 )
+from storage.records import IdempotencyKey
 
 
 class DingStore(Protocol):
@@ -78,20 +95,24 @@ class DingStore(Protocol):
         step_ids: Sequence[int],
         *,
         now: int,
-        charges: Mapping[tuple[str, ChannelName], QuotaCharge],
+        charged: Mapping[int, StepCharge],
     ) -> HandOver:
         """Move each of ``step_ids`` that is still ``scheduled``, in (due_at, channel, step id)
         order: an in-app step to ``sent`` (releasing its DING if it was ``scheduled``); an SMS
-        or call step of a confirmed recipient or of a cancelled DING to ``cancelled``; any other
-        SMS or call step charged ``charges[(payer, channel)]`` and moved to ``handed_over``
-        with its outbox row (due at ``now``), or to ``quota_exhausted``. Steps in other states
-        are left alone (a timer that fires late or twice is harmless)."""
+        or call step of a confirmed recipient or of a cancelled DING (or whose charge is
+        ``void``) to ``cancelled``; any other SMS or call step by its recorded charge
+        ``charged[step_id]`` (``ValueError`` if it has none): ``paid`` -> ``handed_over``
+        with its outbox row (due at ``now``), ``exhausted`` -> ``quota_exhausted``. Steps in
+        other states are left alone (a timer that fires late or twice is harmless). Every
+        ``paid`` step of ``charged`` that is ``cancelled`` after it is owed a refund
+        (``refunds_owed``)."""
 
     async def confirm(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
         """Record the recipient's confirmation (and delivery and reading, if not yet), cancel
         their ``scheduled`` steps and withdraw their unclaimed outbox rows (those steps become
-        ``cancelled``, their quota units given back). None if ``user_id`` is no recipient of
-        the DING. Confirming twice keeps the first time and changes nothing."""
+        ``cancelled``; a refund is owed for each withdrawn one and each SMS or call step that
+        had fallen due). None if ``user_id`` is no recipient of the DING. Confirming twice
+        keeps the first time and changes nothing."""
 
     async def mark_read(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
         """Set ``read_at`` (and ``delivered_at``) if not set. None if no such recipient."""
@@ -132,9 +153,13 @@ class DingStore(Protocol):
         """A transient failure: count the attempt and release the claim until
         ``next_attempt_at``. None if the row is gone."""
 
-    async def outbox_failed(self, step_id: int, *, now: int) -> StepChange | None:
+    async def outbox_failed(
+        self, step_id: int, *, now: int, refund: bool = False
+    ) -> StepChange | None:
         """The provider refused the step for good: delete its row, step -> ``failed`` (the
-        unit stays used: the provider may have charged it). None if the row is gone."""
+        unit stays used: the provider may have charged it). With ``refund`` (the step never
+        reached a provider, e.g. the recipient has no phone number) a refund of its unit is
+        owed, in the same transaction. None if the row is gone."""
 
     async def release_claims(self) -> int:
         """Release every claim (at start: the relay that held them is gone); returns how
@@ -142,12 +167,50 @@ class DingStore(Protocol):
 
     # the quota ledger (G2)
 
+    async def charge_step(self, key: str, charge: QuotaCharge, *, now: int) -> ChargeOutcome:
+        """Charge one unit of ``charge`` for the step ``key`` (``charge_key``), once: the
+        first call takes the unit (the balance created with its grant on first use) or finds
+        none left, and records that; every later call answers the recorded outcome and
+        changes nothing (a refunded charge answers ``paid``; a key ``refund_charge`` made
+        ``void`` answers ``void``)."""
+
+    async def refund_charge(self, key: str, *, now: int) -> bool:
+        """Give back the unit charged for ``key``, once; True if a unit was given back. A key
+        never charged is recorded ``void``: a later ``charge_step`` charges nothing."""
+
+    async def refunds_owed(self, *, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (step id, payer) of refunds owed for this store's steps, in step
+        order (payer "" if the DING is gone)."""
+
+    async def refunds_settled(self, step_ids: Sequence[int]) -> None:
+        """The refunds of ``step_ids`` were carried out: forget them."""
+
+    async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
+        """O4, for the organisation DING store: delete up to ``limit`` of the DINGs paid by
+        organisation ``org_id`` (payer ``org:<org>/...``: in this store, its internal DINGs)
+        with their recipients, steps, outbox rows and owed refunds; once none is left, its
+        package (the account ``org:<org>``: balances, use per member, top-ups, charges), a
+        chunk at a time. Returns the rows deleted: 0 when nothing is left. Idempotent and
+        resumable. (Never called on the cross-domain store: a cross-domain DING an
+        organisation paid for stays with its participants.)"""
+
     async def quota_balance(
         self, account: str, channel: ChannelName, period: str
     ) -> QuotaBalance | None: ...
 
     async def top_up(
-        self, account: str, channel: ChannelName, period: str, *, units: int
-    ) -> QuotaBalance:
+        self,
+        account: str,
+        channel: ChannelName,
+        period: str,
+        *,
+        units: int,
+        idempotency: IdempotencyKey | None = None,
+    ) -> TopUp:
         """Add ``units`` to the balance of ``account`` for ``channel`` in ``period`` (an
-        organisation's package bought by its admins), creating it with 0 granted first."""
+        organisation's package bought by its admins), creating it with 0 granted first.
+
+        With ``idempotency`` (the admin and the request's ``cmid``), a key seen before adds
+        nothing and returns the balance as it is now with ``duplicate=True``, or raises
+        ``IdempotencyConflict`` if its fingerprint differs. The key is recorded in the
+        top-up's transaction and kept as long as the balance (a record of each purchase)."""

@@ -12,6 +12,13 @@ from typing import Final, Literal
 import msgspec
 
 DingStateName = Literal["scheduled", "sent", "cancelled"]
+#: Which kind of store keeps a DING (D2/D3): the cross-domain store, or the organisation
+#: DING store (one organisation's internal DINGs; the id prefix is ``x`` or ``o``).
+DingDomain = Literal["cross", "org"]
+#: What charging a step did, recorded in the database that keeps the payer's account
+#: (``DingStore.charge_step``): a unit taken, none left, or the step was refunded (or
+#: written off) before it was charged, so it never will be.
+ChargeOutcome = Literal["paid", "exhausted", "void"]
 ChannelName = Literal["in_app", "sms", "call"]
 StepStateName = Literal[
     "scheduled", "handed_over", "sent", "failed", "cancelled", "quota_exhausted"
@@ -66,6 +73,9 @@ class Ding(msgspec.Struct, frozen=True, kw_only=True):
     sender: int
     #: Who pays for SMS and call steps (G2): ``user:<id>`` for a personal sender.
     payer: str
+    #: The content. Through sealed stores (A3, ``storage.sealing``) it is the opened text, or
+    #: "" once the key it was sealed with is destroyed (the protocol never accepts an empty
+    #: text, so "" means erased); in a store underneath it is "" when ``sealed`` is set.
     text: str
     cmid: str
     state: DingStateName
@@ -78,6 +88,11 @@ class Ding(msgspec.Struct, frozen=True, kw_only=True):
     round: int
     round_at: int
     recipients: tuple[DingRecipient, ...] = ()
+    #: A3: the text sealed at rest, as the store keeps it (None: ``text`` is kept in plain).
+    #: Only the sealing wrapper sets and reads it; the server never sees it set.
+    sealed: bytes | None = None
+    #: The kind of store that keeps it (set by the store: each knows its own).
+    domain: DingDomain = "cross"
 
     def recipient(self, user_id: int) -> DingRecipient | None:
         for row in self.recipients:
@@ -110,6 +125,9 @@ class NewDing(msgspec.Struct, frozen=True, kw_only=True):
     call_after_s: int | None
     recipients: tuple[int, ...]
     steps: tuple[NewStep, ...]
+    #: A3: the text sealed by the sealing wrapper (``text`` is then ""): the store keeps these
+    #: bytes as they are and gives them back in ``Ding.sealed``.
+    sealed: bytes | None = None
 
 
 class DingCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +149,14 @@ class QuotaCharge(msgspec.Struct, frozen=True, kw_only=True):
     member: int
 
 
+class StepCharge(msgspec.Struct, frozen=True, kw_only=True):
+    """The charge of one SMS or call step and its recorded outcome
+    (``DingStore.charge_step``), handed to ``DingStore.hand_over``."""
+
+    charge: QuotaCharge
+    outcome: ChargeOutcome
+
+
 class QuotaBalance(msgspec.Struct, frozen=True, kw_only=True):
     account: str
     channel: ChannelName
@@ -139,6 +165,14 @@ class QuotaBalance(msgspec.Struct, frozen=True, kw_only=True):
     used: int
     #: Units used per member (user id -> units), for the payer's records.
     by_member: dict[int, int] = msgspec.field(default_factory=dict)
+
+
+class TopUp(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``DingStore.top_up`` did: the balance after it, and whether the idempotency key
+    was seen before (then nothing was added and ``balance`` is the balance as it is now)."""
+
+    balance: QuotaBalance
+    duplicate: bool = False
 
 
 class StepChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,8 +212,22 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: int
 
 
-def step_idempotency_key(*, ding_id: int, step_id: int, created_at: int) -> str:
+def domain_prefix(domain: DingDomain) -> str:
+    """``x`` for the cross-domain store, ``o`` for the organisation DING store."""
+    return "x" if domain == "cross" else "o"
+
+
+def step_idempotency_key(
+    *, ding_id: int, step_id: int, created_at: int, domain: DingDomain = "cross"
+) -> str:
     """The provider's idempotency key of a step: derived from stored values only, so it is
-    the same on every attempt, and with the DING's creation time in it, so a data directory
+    the same on every attempt, with the store in it (``x`` or ``o``: step numbers of two
+    stores never collide), and with the DING's creation time in it, so a data directory
     started afresh (ids from 1 again) never repeats a key the provider has seen."""
-    return f"rivet-ding-x{ding_id}-s{step_id}-{created_at}"
+    return f"rivet-ding-{domain_prefix(domain)}{ding_id}-s{step_id}-{created_at}"
+
+
+def charge_key(domain: DingDomain, step_id: int) -> str:
+    """G2: the key of a step's charge in the payer's database: the DING's store and the
+    step, so each step is charged at most once whichever database keeps the account."""
+    return f"{domain_prefix(domain)}:{step_id}"

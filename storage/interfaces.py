@@ -82,9 +82,11 @@ class PersonalStore(Protocol):
     async def touch_device(self, device_id: int, *, now: int) -> None:
         """Record that the device was seen (connected) at ``now``."""
 
-    async def ack_device(self, device_id: int, *, conversations: int, personal: int) -> None:
-        """Record what the device received. Positions never move backwards: each is set to
-        the larger of the stored and the given value."""
+    async def ack_device(
+        self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
+    ) -> None:
+        """Record what the device received (the three positions of a sync token). Positions
+        never move backwards: each is set to the larger of the stored and the given value."""
 
     # refresh sessions
     async def put_refresh_session(self, session: RefreshSession) -> None:
@@ -211,6 +213,11 @@ class CrossDomainStore(Protocol):
         8. Record one pending effect per name in ``entry.effects``, naming the new entry.
         """
 
+    async def recorded(self, key: IdempotencyKey) -> Appended | None:
+        """The write recorded under ``key``, as ``append`` returns a duplicate (the original
+        entry as it is now, ``duplicate`` True), or None if the key is new.
+        ``IdempotencyConflict`` if it was recorded with another fingerprint."""
+
     async def pending_effects(self, *, after: int, limit: int) -> list[PendingEffect]:
         """Effects not yet finished with ``effect_id > after``, oldest first, each with its
         entry as it is now (a recalled entry has no body)."""
@@ -289,6 +296,17 @@ class CrossDomainStore(Protocol):
 
     async def prune_idempotency(self, *, older_than: int) -> int:
         """Forget idempotency keys recorded before ``older_than``; returns how many."""
+
+    async def count_conversations(self, id_prefix: str) -> int:
+        """How many conversations have an id starting with ``id_prefix`` (O4's summary)."""
+
+    async def delete_conversations(self, id_prefix: str, *, limit: int) -> int:
+        """O4: delete, in one transaction, a batch of about ``limit`` rows (a backend may
+        round up to whole small conversations) of the conversations whose id starts with
+        ``id_prefix`` (their entries, pending effects and idempotency keys, then
+        their members, then the conversations themselves). Returns how many rows went; 0
+        means none of them is left. Called again until it returns 0, so a crash between two
+        calls loses nothing (the next call deletes what is left)."""
 
     async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
         """A1: tombstone up to ``limit`` of the user's messages that still have content, as

@@ -96,5 +96,11 @@ class LiveStore(Protocol):
 
     async def get_live(self, origin: str, number: int) -> LiveRecord | None: ...
 
+    async def delete_lives(self, origin_prefix: str, *, limit: int) -> int:
+        """O4: delete up to ``limit`` records (with their links and invitations) of streams
+        whose origin group id starts with ``origin_prefix``, in one transaction; returns how
+        many records went (0: none is left). Used when the origin groups are deleted too (their
+        ids never come back), so numbering after it is not a concern."""
+
     async def active_lives(self) -> list[LiveRecord]:
         """Every active stream, ascending by (``started_at``, ``origin``, ``number``)."""

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from storage.enterprise import AccountStatus, EnterpriseAccount, LoginRecord
+from storage.group_capacity import GroupCapacityStore
 
 OrgRole = Literal["primary", "admin", "member"]
 #: What a sub-admin may be allowed (P3). The primary admin has all of them.
@@ -90,6 +91,10 @@ class OrgCopy(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes | None
     hidden: bool = False
     recalled: bool = False
+    #: The copy's idempotency key (``NewCopy.source``): for a copy of the organisation's own
+    #: conversation it names that message (``org:<conv>:<seq>``), so an admin's recall can
+    #: reach it (O1); admin replies never show it.
+    source: str = ""
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,7 +125,9 @@ class NewCopy(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-class OrganisationStore(Protocol):
+class OrganisationStore(GroupCapacityStore, Protocol):
+    # M2: the group-expansion package and expansions (storage/group_capacity.py)
+
     # organisations (P2)
     async def create_org(
         self, *, name: str, disclosure: str, creator: int, now: int
@@ -247,7 +254,8 @@ class OrganisationStore(Protocol):
 
     async def delete_chunk(self, org_id: int, *, limit: int) -> int:
         """Delete up to ``limit`` of the organisation's rows (copies first, then requests,
-        audit entries, members, login records and enterprise accounts) in one transaction;
+        audit entries, members, login records, enterprise accounts, then the group-expansion
+        package's ledger and expansions, M2) in one transaction;
         when none are left, delete the organisation itself. Returns how many rows went; 0
         means the organisation is gone."""
 
@@ -262,6 +270,12 @@ class OrganisationStore(Protocol):
 
     async def account_of_user(self, user_id: int) -> EnterpriseAccount | None:
         """The enterprise account whose personal user row is ``user_id``, if any."""
+
+    async def list_accounts(
+        self, org_id: int, *, after_account: str = "", limit: int
+    ) -> list[EnterpriseAccount]:
+        """The organisation's enterprise accounts, whatever their status, with ``account >
+        after_account``, ascending by account name (O4: dissolution ends each of them)."""
 
     async def set_account_status(
         self, org_id: int, user_id: int, *, status: AccountStatus

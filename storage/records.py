@@ -34,6 +34,7 @@ class Device(msgspec.Struct, frozen=True, kw_only=True):
     #: What the device acknowledged it received: positions in the two streams.
     acked_conversations: int = 0
     acked_personal: int = 0
+    acked_organisation: int = 0
 
 
 class RefreshSession(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,11 +8,14 @@ plaintext records, as before, and never a sealed byte:
   (``user:<id>``), so destroying the account's keys erases what it wrote everywhere (A1);
 * an organisation's copy is sealed with the **organisation's** key (``org:<id>``), so
   dissolving it (O4) erases every copy;
-* a report's or a moderation act's evidence is sealed with the key of the user who wrote it.
+* a report's or a moderation act's evidence is sealed with the key of the user who wrote it;
+* a DING's text is sealed with its **sender's** key (cross-domain DINGs; an organisation's
+  own DINGs can be given the organisation's key with ``ding_organisation_key``).
 
 A body whose key was destroyed, or that does not verify, reads as **erased**: an entry comes
-back as recalled, a copy as recalled, evidence as None. A wrapped key that does not open with
-the master key is never taken for erasure: it raises ``WrongMasterKey``.
+back as recalled, a copy as recalled, evidence as None, a DING's text as "". A wrapped key
+that does not open with the master key is never taken for erasure: it raises
+``WrongMasterKey``.
 
 Every wrapper overrides each method that takes or returns a record with a body, and passes
 any other through (``tests/storage/test_sealing.py`` fails when an interface gains a method
@@ -33,7 +36,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import trio
@@ -41,6 +44,17 @@ from msgspec.structs import replace
 
 from storage.crypto import KEY_USE_LIMIT, DataKey, KeyRing, MasterKey, WrongMasterKey, parse
 from storage.crypto import associated_data as ad
+from storage.ding import DingStore
+from storage.ding_records import (
+    Ding,
+    DingCreated,
+    HandOver,
+    NewDing,
+    NewStep,
+    OutboxItem,
+    StepChange,
+    StepCharge,
+)
 from storage.errors import AlreadyExists
 from storage.interfaces import CrossDomainStore
 from storage.keys import (
@@ -64,6 +78,7 @@ from storage.orgs import NewCopy, OrganisationStore, OrgCopy
 from storage.records import (
     Appended,
     Entry,
+    IdempotencyKey,
     NewEntry,
     PendingEffect,
     ReadMoved,
@@ -383,19 +398,42 @@ class _PassThrough:
         return value
 
 
-class SealedCrossDomainStore(_PassThrough):
-    """Message bodies sealed with the sender's key; system entries stay plain (they hold ids
-    and group titles, which the conversation row holds in plain anyway)."""
+def sender_key_owner(conv_id: str, sender: int) -> str:
+    """Cross-domain messages are sealed with their sender's key (A1: deleting the account
+    destroys it)."""
+    return user_owner(sender)
 
-    def __init__(self, inner: CrossDomainStore, keys: DataKeys) -> None:
+
+def organisation_key_owner(conv_id: str, sender: int) -> str:
+    """Organisation-internal messages (ids ``o:<org>:...``) are sealed with the
+    organisation's key (O4: dissolution destroys it)."""
+    prefix, org, _rest = conv_id.split(":", 2)
+    if prefix != "o":
+        raise ValueError(f"not an organisation conversation: {conv_id!r}")
+    return org_owner(int(org))
+
+
+class SealedCrossDomainStore(_PassThrough):
+    """Message bodies sealed with the key of ``owner_of(conv_id, sender)``: the sender's
+    for cross-domain conversations, the organisation's for its own ones. System entries stay
+    plain (they hold ids and group titles, which the conversation row holds in plain
+    anyway)."""
+
+    def __init__(
+        self,
+        inner: CrossDomainStore,
+        keys: DataKeys,
+        owner_of: Callable[[str, int], str] = sender_key_owner,
+    ) -> None:
         self._inner = inner
         self._keys = keys
+        self._owner_of = owner_of
 
     async def _open(self, entry: Entry) -> Entry:
         if entry.kind != "message" or entry.body is None:
             return entry
         plaintext = await self._keys.open(
-            user_owner(entry.sender),
+            self._owner_of(entry.conv_id, entry.sender),
             entry.body,
             message_ad(entry.conv_id, entry.sender, entry.ts, entry.cmid),
         )
@@ -410,7 +448,7 @@ class SealedCrossDomainStore(_PassThrough):
         stored = entry
         if entry.kind == "message":
             body = await self._keys.seal(
-                user_owner(entry.sender),
+                self._owner_of(entry.conv_id, entry.sender),
                 entry.body,
                 message_ad(entry.conv_id, entry.sender, entry.ts, entry.cmid),
             )
@@ -422,6 +460,11 @@ class SealedCrossDomainStore(_PassThrough):
         if appended.duplicate:
             return replace(appended, entry=await self._open(appended.entry))
         return replace(appended, entry=replace(appended.entry, body=entry.body))
+
+    async def recorded(self, key: IdempotencyKey) -> Appended | None:
+        keyed = replace(key, fingerprint=self._keys.fingerprint(key.fingerprint))
+        found = await self._inner.recorded(keyed)
+        return None if found is None else replace(found, entry=await self._open(found.entry))
 
     async def pending_effects(self, *, after: int, limit: int) -> list[PendingEffect]:
         return [
@@ -600,6 +643,185 @@ class SealedModerationStore(_PassThrough):
         ]
 
 
+# --- DINGs (G1-G3) ----------------------------------------------------------------------------
+
+#: Whose data key seals a DING's text, given the DING (as written or as read back).
+DingKeyOwner = Callable[["NewDing | Ding"], str]
+
+
+def ding_sender_key(ding: NewDing | Ding) -> str:
+    """A cross-domain DING (D3) is sealed with its sender's key, as a message is: deleting
+    the account (A1) erases every DING it sent."""
+    return user_owner(ding.sender)
+
+
+def ding_organisation_key(org_id: int) -> DingKeyOwner:
+    """For a store of one organisation's internal DINGs (D2): the organisation's key, so that
+    dissolving it (O4) erases them. A store of several organisations' DINGs passes its own
+    ``DingKeyOwner`` reading the organisation from the DING (``ding_payer_organisation_key``)."""
+    owner = org_owner(org_id)
+
+    def organisation_key(ding: NewDing | Ding) -> str:
+        return owner
+
+    return organisation_key
+
+
+def ding_payer_organisation_key(ding: NewDing | Ding) -> str:
+    """The organisation DING store (every organisation's internal DINGs, D2): each DING is
+    sealed with its organisation's key, the organisation read from its payer
+    (``org:<org>/user:<member>``: an organisation-internal DING is always paid by its
+    organisation), so dissolving the organisation (O4) erases its DINGs' texts."""
+    account, _, _member = ding.payer.partition("/")
+    kind, _, org = account.partition(":")
+    if kind != "org" or not org.isdigit():
+        raise ValueError(f"not an organisation's DING: payer {ding.payer!r}")
+    return ding_organisation_key(int(org))(ding)
+
+
+def ding_ad(owner: str, sender: int, cmid: str, created_at: int) -> bytes:
+    """A DING's text is bound to its key owner and to its (sender, cmid), which name one
+    DING in a store, and its creation time."""
+    return ad("ding-text", owner, sender, cmid, created_at)
+
+
+class SealedDingStore(_PassThrough):
+    """DING texts sealed with the key of ``owner_of(ding)``: the sender's for cross-domain
+    DINGs (``ding_sender_key``), an organisation's for its own (``ding_organisation_key``).
+    A text whose key was destroyed, or that does not verify, or that was stored in plain,
+    reads as "" (erased). Steps, recipients, the outbox's rows and the quota ledger hold no
+    content and stay plain; the idempotency fingerprint of ``create`` is keyed, as for
+    messages."""
+
+    def __init__(
+        self, inner: DingStore, keys: DataKeys, owner_of: DingKeyOwner = ding_sender_key
+    ) -> None:
+        self._inner = inner
+        self._keys = keys
+        self._owner_of = owner_of
+
+    async def _open(self, ding: Ding, opened: dict[int, Ding] | None = None) -> Ding:
+        """``ding`` with its text opened (``opened``: DINGs already opened in this call)."""
+        if opened is not None and ding.ding_id in opened:
+            return replace(ding, text=opened[ding.ding_id].text, sealed=None)
+        if ding.sealed is None:
+            if ding.text:
+                log.warning(
+                    "a stored DING text is not sealed; shown as erased",
+                    extra={"ding_id": ding.ding_id},
+                )
+            text = ""
+        else:
+            owner = self._owner_of(ding)
+            plaintext = await self._keys.open(
+                owner, ding.sealed, ding_ad(owner, ding.sender, ding.cmid, ding.created_at)
+            )
+            text = "" if plaintext is None else plaintext.decode()
+        result = replace(ding, text=text, sealed=None)
+        if opened is not None:
+            opened[ding.ding_id] = result
+        return result
+
+    async def _open_change(self, change: StepChange, opened: dict[int, Ding]) -> StepChange:
+        return replace(change, ding=await self._open(change.ding, opened))
+
+    async def _open_all(self, dings: Sequence[Ding]) -> list[Ding]:
+        return [await self._open(ding) for ding in dings]
+
+    async def _open_one(self, change: StepChange | None) -> StepChange | None:
+        return None if change is None else await self._open_change(change, {})
+
+    async def create(self, new: NewDing) -> DingCreated:
+        owner = self._owner_of(new)
+        sealed = await self._keys.seal(
+            owner, new.text.encode(), ding_ad(owner, new.sender, new.cmid, new.created_at)
+        )
+        stored = replace(
+            new, text="", sealed=sealed, fingerprint=self._keys.fingerprint(new.fingerprint)
+        )
+        created = await self._inner.create(stored)
+        if created.duplicate:
+            return replace(created, ding=await self._open(created.ding))
+        return replace(created, ding=replace(created.ding, text=new.text, sealed=None))
+
+    async def get(self, ding_id: int) -> Ding | None:
+        ding = await self._inner.get(ding_id)
+        return None if ding is None else await self._open(ding)
+
+    async def list_sent(self, sender: int, *, before: int | None, limit: int) -> list[Ding]:
+        return await self._open_all(await self._inner.list_sent(sender, before=before, limit=limit))
+
+    async def list_received(self, user_id: int, *, before: int | None, limit: int) -> list[Ding]:
+        return await self._open_all(
+            await self._inner.list_received(user_id, before=before, limit=limit)
+        )
+
+    async def hand_over(
+        self,
+        step_ids: Sequence[int],
+        *,
+        now: int,
+        charged: Mapping[int, StepCharge],
+    ) -> HandOver:
+        result = await self._inner.hand_over(step_ids, now=now, charged=charged)
+        opened: dict[int, Ding] = {}
+        changed = tuple(
+            [(step, await self._open_change(change, opened)) for step, change in result.changed]
+        )
+        return replace(result, changed=changed)
+
+    async def confirm(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
+        return await self._open_one(await self._inner.confirm(ding_id, user_id, now=now))
+
+    async def mark_read(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
+        return await self._open_one(await self._inner.mark_read(ding_id, user_id, now=now))
+
+    async def mark_delivered(
+        self, ding_id: int, user_ids: Sequence[int], *, now: int
+    ) -> list[StepChange]:
+        opened: dict[int, Ding] = {}
+        return [
+            await self._open_change(change, opened)
+            for change in await self._inner.mark_delivered(ding_id, user_ids, now=now)
+        ]
+
+    async def cancel(self, ding_id: int, *, now: int) -> Ding | None:
+        ding = await self._inner.cancel(ding_id, now=now)
+        return None if ding is None else await self._open(ding)
+
+    async def redding(
+        self, ding_id: int, *, expect_round: int, now: int, steps: Sequence[NewStep]
+    ) -> Ding | None:
+        ding = await self._inner.redding(ding_id, expect_round=expect_round, now=now, steps=steps)
+        return None if ding is None else await self._open(ding)
+
+    async def claim_outbox(self, *, now: int, limit: int) -> list[OutboxItem]:
+        # An outbox row carries its DING's text as stored; the DING has what opens it.
+        items = await self._inner.claim_outbox(now=now, limit=limit)
+        texts: dict[int, str] = {}
+        for ding_id in dict.fromkeys(item.ding_id for item in items):
+            ding = await self._inner.get(ding_id)
+            texts[ding_id] = "" if ding is None else (await self._open(ding)).text
+        return [replace(item, text=texts[item.ding_id]) for item in items]
+
+    async def outbox_sent(self, step_id: int, *, now: int) -> StepChange | None:
+        return await self._open_one(await self._inner.outbox_sent(step_id, now=now))
+
+    async def outbox_retry(
+        self, step_id: int, *, next_attempt_at: int, now: int
+    ) -> StepChange | None:
+        return await self._open_one(
+            await self._inner.outbox_retry(step_id, next_attempt_at=next_attempt_at, now=now)
+        )
+
+    async def outbox_failed(
+        self, step_id: int, *, now: int, refund: bool = False
+    ) -> StepChange | None:
+        return await self._open_one(
+            await self._inner.outbox_failed(step_id, now=now, refund=refund)
+        )
+
+
 def seal_stores(stores: Stores, master: MasterKey, **options: Any) -> Stores:
     """The same stores, with content sealed at rest under ``master``'s data keys.
     ``options`` go to ``DataKeys`` (tests use a tiny ``use_limit``)."""
@@ -609,8 +831,13 @@ def seal_stores(stores: Stores, master: MasterKey, **options: Any) -> Stores:
     return dataclasses.replace(
         stores,
         cross=SealedCrossDomainStore(stores.cross, keys),
+        org_conversations=SealedCrossDomainStore(
+            stores.org_conversations, keys, organisation_key_owner
+        ),
         orgs=SealedOrganisationStore(stores.orgs, keys),
         moderation=SealedModerationStore(stores.moderation, keys),
+        ding=SealedDingStore(stores.ding, keys),
+        org_ding=SealedDingStore(stores.org_ding, keys, ding_payer_organisation_key),
         keys=keys,
     )
 

@@ -51,6 +51,14 @@ def org_payer(org_id: int, member: int) -> str:
     return f"{package_account(org_id)}/{personal_payer(member)}"
 
 
+def payer_org(payer: str) -> int | None:
+    """The organisation whose package pays (``org:<org>/user:<member>``), or None for a
+    personal payer."""
+    account, _, _member = payer.partition("/")
+    kind, _, org = account.partition(":")
+    return int(org) if kind == "org" and org.isdigit() else None
+
+
 class PersonalAllowance:
     """Personal users' free allowance: ``sms`` SMS steps and ``calls`` call steps per
     calendar month in ``timezone`` (an IANA name such as ``Asia/Shanghai``)."""

@@ -34,6 +34,14 @@ MAX_NOTIFY_TEXT = 480
 
 
 @dataclass(frozen=True, slots=True)
+class Unreachable(NotifyError):
+    """The step cannot go to any provider (the recipient has no phone number): it fails
+    at once, and since no provider saw it, its unit is refunded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class RelayOptions:
     #: Steps handed to the Notifier at once.
     concurrency: int = 8
@@ -137,6 +145,10 @@ class OutboxRelay:
         recipient = await self._personal.get_user(item.user_id)
         if recipient is None:
             return NotifyError("the recipient's account is gone", retryable=False)
+        if not item.text:
+            # A3/A1: the sender's key was destroyed; never send an erased DING's words (or a
+            # contentless alert): the step fails, visibly, like any refusal.
+            return NotifyError("the DING's content was erased", retryable=False)
         sender = await self._personal.get_user(item.sender)
         name = sender.display_name if sender is not None and sender.display_name else "Rivet"
         text = notify_text(channel=item.channel, sender_name=name, text=item.text)
@@ -168,7 +180,9 @@ class OutboxRelay:
                 "a DING step failed",
                 extra={"step_id": item.step_id, "attempts": attempt, "reason": str(error)},
             )
-            return await self._store.outbox_failed(item.step_id, now=now)
+            return await self._store.outbox_failed(
+                item.step_id, now=now, refund=isinstance(error, Unreachable)
+            )
         self._retried += 1
         backoff = min(
             self._options.backoff_cap_seconds,

@@ -7,7 +7,20 @@ The sender sees every recipient's status; a recipient sees the DING and only the
 from __future__ import annotations
 
 from protocol import ding as pd
+from server.ding.quota import payer_org
 from storage.ding_records import Ding, DingRecipient
+
+
+def public_ding_id(ding: Ding) -> str:
+    """The protocol's id of a stored DING, naming its store (D2/D3): ``x:<n>`` for the
+    cross-domain store, ``o<org>:<n>`` for organisation ``org``'s (an organisation-internal
+    DING is always paid by its organisation, so its payer names it)."""
+    if ding.domain == "cross":
+        return pd.ding_id(ding.ding_id)
+    org = payer_org(ding.payer)
+    if org is None:
+        raise ValueError(f"an organisation's DING without an organisation payer: {ding.payer}")
+    return pd.ding_id(ding.ding_id, org)
 
 
 def recipient_status(row: DingRecipient) -> pd.DingRecipient:
@@ -37,7 +50,7 @@ def ding_info(ding: Ding, viewer: int) -> pd.DingInfo:
         if viewer == ding.sender or row.user_id == viewer
     ]
     return pd.DingInfo(
-        ding_id=pd.ding_id(ding.ding_id),
+        ding_id=public_ding_id(ding),
         sender=ding.sender,
         text=ding.text,
         state=ding.state,
@@ -53,7 +66,7 @@ def ding_info(ding: Ding, viewer: int) -> pd.DingInfo:
 def ding_event(ding: Ding) -> pd.DingEvent:
     """The priority event each recipient gets when a round goes out."""
     return pd.DingEvent(
-        ding_id=pd.ding_id(ding.ding_id),
+        ding_id=public_ding_id(ding),
         sender=ding.sender,
         text=ding.text,
         ts=ding.round_at,
@@ -63,7 +76,7 @@ def ding_event(ding: Ding) -> pd.DingEvent:
 
 def status_event(ding: Ding, row: DingRecipient | None) -> pd.DingStatusEvent:
     return pd.DingStatusEvent(
-        ding_id=pd.ding_id(ding.ding_id),
+        ding_id=public_ding_id(ding),
         state=ding.state,
         recipient=recipient_status(row) if row is not None else None,
     )

@@ -1,18 +1,23 @@
 """The DING machinery of one server process: durable escalation timers, the hand-over of
 due steps, the outbox relay, and the events that tell senders and recipients (G1-G3).
 
-``run`` owns two tasks for the server's lifetime: the ``Scheduler`` (one heap of every
-scheduled step, loaded from the store at start) and the ``OutboxRelay``. When steps fall
-due, ``fire`` hands them over in one store transaction (``DingStore.hand_over``: state change,
-quota charge and outbox row together), wakes the relay, and publishes what changed. A crash
-anywhere loses nothing: the store has the steps and the outbox, and the next start loads
-both (``docs/ding.md`` states the guarantees).
+There are two DING stores (D2/D3): the cross-domain one and the organisation DING store
+(``Stores.org_ding``). ``run`` owns, for the server's lifetime: the ``Scheduler`` (one heap
+of every scheduled step of both stores, keyed by (store, step id), loaded from both at
+start), one ``OutboxRelay`` per store, and the refund task. When steps fall due, ``fire``
+charges each SMS or call step in the database that keeps its payer's account
+(``DingStore.charge_step``, idempotent by store and step), then hands the steps over in one
+transaction of the DING's store (``DingStore.hand_over``: state change with the recorded
+charge outcome, and outbox row), wakes that store's relay, and publishes what changed. A
+crash anywhere loses nothing and charges nothing twice: the stores have the steps, the
+charges and the outbox, and the next start loads them (``docs/ding.md`` states the
+guarantees).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -23,13 +28,20 @@ from server.clock import Clock
 from server.config import Config
 from server.ding.limits import RecipientLimits
 from server.ding.plan import Plan
-from server.ding.quota import Ledgers, OrgPackages, PersonalAllowance, QuotaLedger
+from server.ding.quota import Ledgers, OrgPackages, PersonalAllowance, QuotaLedger, payer_org
 from server.ding.relay import OutboxRelay, RelayOptions
 from server.ding.render import ding_event, status_event
 from server.notify.interface import Notifier
 from server.scheduler import Scheduler
 from storage.ding import DingStore
-from storage.ding_records import ChannelName, Ding, QuotaCharge, StepChange
+from storage.ding_records import (
+    Ding,
+    DingDomain,
+    DingStep,
+    StepChange,
+    StepCharge,
+    charge_key,
+)
 from storage.interfaces import PersonalStore
 from storage.stores import Stores
 
@@ -37,6 +49,15 @@ log = logging.getLogger(__name__)
 
 #: Scheduled steps read from the store per page when loading the heap.
 LOAD_PAGE = 10_000
+#: Refunds carried out per round, and the longest wait between two rounds (they are also
+#: started at once whenever a write may have owed one).
+REFUND_PAGE = 500
+REFUND_EVERY_SECONDS = 60.0
+
+#: A timer: the store that keeps the step, and the step's id there.
+StepKey = tuple[DingDomain, int]
+#: Whether an organisation still exists (not dissolving, O4): its package pays only then.
+OrgAlive = Callable[[int], Awaitable[bool]]
 
 Publish = Callable[[Iterable[int], msgspec.Struct], None]
 _encoder = msgspec.msgpack.Encoder()
@@ -65,23 +86,40 @@ class DingRuntime:
         settings: DingSettings,
         max_sleep: float = 1.0,
         relay_options: RelayOptions | None = None,
+        org_store: DingStore | None = None,
+        org_alive: OrgAlive | None = None,
     ) -> None:
+        #: The cross-domain DING store (D3; personal allowances too).
         self.store = store
+        #: The organisation DING store (D2: organisations' internal DINGs and packages).
+        self.org_store = org_store
+        self.stores: dict[DingDomain, DingStore] = {"cross": store}
+        if org_store is not None:
+            self.stores["org"] = org_store
         self.clock = clock
         self.ledger = ledger
         self.limits = limits
         self.settings = settings
         self._publish = publish
         self._is_online = is_online
-        self.scheduler: Scheduler[int] = Scheduler(clock, self.fire, max_sleep=max_sleep)
-        self.relay = OutboxRelay(
-            store=store,
-            personal=personal,
-            notifier=notifier,
-            clock=clock,
-            on_change=self.publish_change,
-            options=relay_options,
-        )
+        self._org_alive = org_alive
+        self.scheduler: Scheduler[StepKey] = Scheduler(clock, self.fire, max_sleep=max_sleep)
+        #: One outbox relay per store (each store's outbox is in its own database).
+        self.relays = {
+            domain: OutboxRelay(
+                store=each,
+                personal=personal,
+                notifier=notifier,
+                clock=clock,
+                on_change=self.publish_change,
+                options=relay_options,
+            )
+            for domain, each in self.stores.items()
+        }
+        self.relay = self.relays["cross"]
+        self._refunds_due = trio.Event()
+        #: Refunds carried out so far (G2), for tests and metrics.
+        self.refunded = 0
 
     @classmethod
     def from_config(
@@ -100,9 +138,15 @@ class DingRuntime:
         def publish(users: Iterable[int], event: msgspec.Struct) -> None:
             bus.publish(users, Deliver(_encoder.encode(event)))
 
+        async def org_alive(org_id: int) -> bool:
+            org = await stores.orgs.get_org(org_id)
+            return org is not None and org.dissolving_at is None
+
         sms, call = config.ding_sms_after_seconds, config.ding_call_after_seconds
         return cls(
             store=stores.ding,
+            org_store=stores.org_ding,
+            org_alive=org_alive,
             personal=stores.personal,
             notifier=notifier,
             clock=clock,
@@ -132,18 +176,32 @@ class DingRuntime:
         """Load the pending steps, start the relay, and serve until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.scheduler.run, self._load_pending)
-            await nursery.start(self.relay.run)
+            for relay in self.relays.values():
+                await nursery.start(relay.run)
+            nursery.start_soon(self._run_refunds)
             task_status.started()
 
-    async def _load_pending(self) -> AsyncIterator[tuple[int, int]]:
-        after: tuple[int, int] | None = None
-        while True:
-            page = await self.store.pending_steps(after=after, limit=LOAD_PAGE)
-            for due_at, step_id in page:
-                yield due_at, step_id
-            if len(page) < LOAD_PAGE:
-                return
-            after = page[-1]
+    async def _load_pending(self) -> AsyncIterator[tuple[int, StepKey]]:
+        for domain, store in self.stores.items():
+            after: tuple[int, int] | None = None
+            while True:
+                page = await store.pending_steps(after=after, limit=LOAD_PAGE)
+                for due_at, step_id in page:
+                    yield due_at, (domain, step_id)
+                if len(page) < LOAD_PAGE:
+                    break
+                after = page[-1]
+
+    def store_of(self, ding: Ding) -> DingStore:
+        """The store that keeps ``ding``."""
+        return self.stores[ding.domain]
+
+    def payer_store(self, payer: str) -> DingStore:
+        """G2: the store whose database keeps ``payer``'s account: an organisation's package
+        in the organisation DING store, a personal allowance in the cross-domain one."""
+        if payer_org(payer) is not None and self.org_store is not None:
+            return self.org_store
+        return self.store
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -152,24 +210,50 @@ class DingRuntime:
         for row in ding.recipients:
             for step in row.steps:
                 if step.state == "scheduled":
-                    self.scheduler.schedule(step.due_at, step.step_id)
+                    self.scheduler.schedule(step.due_at, (ding.domain, step.step_id))
 
-    async def fire(self, step_ids: list[int]) -> None:
-        """Hand over the steps that fell due (the scheduler's callback)."""
+    async def fire(self, keys: list[StepKey]) -> None:
+        """Hand over the steps that fell due (the scheduler's callback), store by store."""
+        for domain, store in self.stores.items():
+            step_ids = [step for kind, step in keys if kind == domain]
+            if step_ids:
+                await self._fire_in(domain, store, step_ids)
+
+    async def charge(
+        self, domain: DingDomain, store: DingStore, steps: Sequence[DingStep]
+    ) -> dict[int, StepCharge]:
+        """G2, first half of a hand-over: charge each due SMS or call step among ``steps`` in
+        the database that keeps its payer's account, once per (store, step): a repeat
+        (after a crash before the hand-over committed) answers the recorded outcome. An
+        organisation that is gone (O4) pays nothing: ``exhausted``, nothing written."""
         now = self.clock.now_ms()
-        steps = await self.store.steps(step_ids)
         paid = [s for s in steps if s.state == "scheduled" and s.channel != "in_app"]
-        payers = await self.store.payers(sorted({s.ding_id for s in paid}))
-        charges: dict[tuple[str, ChannelName], QuotaCharge] = {}
+        payers = await store.payers(sorted({s.ding_id for s in paid}))
+        charged: dict[int, StepCharge] = {}
         for step in paid:
+            assert step.channel != "in_app"
             payer = payers[step.ding_id]
-            if (payer, step.channel) not in charges:
-                charges[(payer, step.channel)] = self.ledger.charge(
-                    payer=payer, channel=step.channel, now_ms=now
-                )
-        result = await self.store.hand_over(step_ids, now=now, charges=charges)
+            cost = self.ledger.charge(payer=payer, channel=step.channel, now_ms=now)
+            org = payer_org(payer)
+            if org is not None and self._org_alive is not None and not await self._org_alive(org):
+                charged[step.step_id] = StepCharge(charge=cost, outcome="exhausted")
+                continue
+            outcome = await self.payer_store(payer).charge_step(
+                charge_key(domain, step.step_id), cost, now=now
+            )
+            charged[step.step_id] = StepCharge(charge=cost, outcome=outcome)
+        return charged
+
+    async def _fire_in(self, domain: DingDomain, store: DingStore, step_ids: list[int]) -> None:
+        steps = await store.steps(step_ids)
+        charged = await self.charge(domain, store, steps)
+        # Second half: the step's state from the known outcome, with its outbox row, in one
+        # transaction of the DING's own database (a step of a deleted DING is a no-op).
+        result = await store.hand_over(step_ids, now=self.clock.now_ms(), charged=charged)
         if any(step.state == "handed_over" for step, _ in result.changed):
-            self.relay.wake()
+            self.relays[domain].wake()
+        if any(c.outcome == "paid" for c in charged.values()):
+            self.refunds_due()
         released = set(result.released)
         for ding_id in released:
             change = next(c for _, c in result.changed if c.ding.ding_id == ding_id)
@@ -177,6 +261,46 @@ class DingRuntime:
         for step, change in result.changed:
             if step.ding_id not in released:
                 self.publish_change(change)
+
+    # --- refunds (G2) ----------------------------------------------------------------------
+
+    def refunds_due(self) -> None:
+        """A write may have owed a refund: carry it out now."""
+        self._refunds_due.set()
+
+    async def settle_refunds(self) -> int:
+        """Carry out every refund owed in both stores: give the unit back in the payer's
+        database (idempotent by the charge key), then forget the debt. A crash in between
+        repeats the refund, which then changes nothing. Returns the units given back."""
+        given = 0
+        for domain, store in self.stores.items():
+            while owed := await store.refunds_owed(limit=REFUND_PAGE):
+                now = self.clock.now_ms()
+                for step_id, payer in owed:
+                    org = payer_org(payer)
+                    if not payer or (
+                        org is not None
+                        and self._org_alive is not None
+                        and not await self._org_alive(org)
+                    ):
+                        continue  # the DING or the package is gone (O4): nothing to give back
+                    key = charge_key(domain, step_id)
+                    given += await self.payer_store(payer).refund_charge(key, now=now)
+                await store.refunds_settled([step_id for step_id, _ in owed])
+                if len(owed) < REFUND_PAGE:
+                    break
+        self.refunded += given
+        return given
+
+    async def _run_refunds(self) -> None:
+        while True:
+            self._refunds_due = trio.Event()
+            try:
+                await self.settle_refunds()
+            except Exception:
+                log.exception("DING refunds failed; retrying")
+            with trio.move_on_after(REFUND_EVERY_SECONDS):
+                await self._refunds_due.wait()
 
     # --- telling people ----------------------------------------------------------------------
 
@@ -188,7 +312,7 @@ class DingRuntime:
             self.publish_change(StepChange(ding=ding, user_id=user))
         online = [u for u in users if self._is_online(u)]
         if online:
-            for change in await self.store.mark_delivered(
+            for change in await self.store_of(ding).mark_delivered(
                 ding.ding_id, online, now=self.clock.now_ms()
             ):
                 self.publish_change(change)

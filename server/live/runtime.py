@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal
 
 import msgspec
 import trio
@@ -79,9 +78,10 @@ class LiveRuntime:
         )
 
     def store_for(self, origin: str) -> LiveStore:
-        """The store that keeps the record of a stream started in group ``origin``."""
-        where: Literal["cross"] = policy.store_for(origin)
-        assert where == "cross"
+        """The store that keeps the record of a stream started in group ``origin``: the
+        origin group's own (D2/D3)."""
+        if policy.store_for(origin) == "organisation":
+            return self._stores.org_live
         return self._stores.live
 
     # --- events to participants -------------------------------------------------------------
@@ -158,7 +158,11 @@ class LiveRuntime:
     async def restore(self) -> int:
         """Put every stream recorded as active back into the registry, its host away: the
         host has ``grace_seconds`` from now to resume it. Returns how many."""
-        records = await self._stores.live.active_lives()
+        records = [
+            record
+            for store in (self._stores.live, self._stores.org_live)
+            for record in await store.active_lives()
+        ]
         deadline = trio.current_time() + self.grace_seconds
         for record in records:
             stream = LiveStream.from_record(record)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from protocol import account as pa
-from protocol.errors import CloseCode
 from protocol.replies import Done
 from server import policy
-from server.bus import Disconnect
 from server.connection import Connection
 from server.context import Context
 
@@ -17,6 +15,7 @@ async def delete(ctx: Context, conn: Connection, req: pa.AccountDelete) -> Done:
     user = conn.user_id
     assert user is not None
     owned_with_others = []
+    # A personal account is never in an organisation's conversations (D2): cross only.
     for member in await ctx.stores.cross.memberships(user):
         if member.active and member.role == "owner":
             conversation = await ctx.stores.cross.get_conversation(member.conv_id)
@@ -26,7 +25,5 @@ async def delete(ctx: Context, conn: Connection, req: pa.AccountDelete) -> Done:
         org_ids=[m.org_id for m in await ctx.stores.orgs.orgs_of(user)],
         owned_groups=owned_with_others,
     )
-    await ctx.stores.personal.begin_deletion(user, now=ctx.clock.now_ms())
-    ctx.bus.publish([user], Disconnect(code=CloseCode.SESSION_REVOKED, reason="account deleted"))
-    ctx.eraser.kick()
+    await ctx.eraser.begin(user, reason="account deleted")
     return Done()

@@ -91,17 +91,24 @@ async def counts(view: OrgView, conn: Connection, req: po.AdminCounts) -> po.Cop
 
 
 async def hide(view: OrgView, conn: Connection, req: po.AdminHide) -> po.CopyResult:
-    """O2: hiding changes only the organisation's own view."""
-    await _existing(view, req.copy_id)
+    """O2: hiding a copy changes the organisation's own view. A message of the
+    organisation's own conversation (D2) is also withdrawn there for everyone in it (as a
+    recall: members see a tombstone), while the organisation's copy keeps its content,
+    hidden; showing it again restores only the organisation's view."""
+    found = await _existing(view, req.copy_id)
+    if req.hidden:
+        await view.withdraw_source(found)
     copy = await view.set_copy_state(req.copy_id, hidden=req.hidden)
     await view.record("hide" if req.hidden else "unhide", f"copy:{req.copy_id}")
     return po.CopyResult(copy=copy_info(copy))
 
 
 async def recall(view: OrgView, conn: Connection, req: po.AdminRecall) -> po.CopyResult:
-    """O1: recalling erases the organisation's copy; the conversation it came from, which
-    belongs to its participants, is not touched."""
-    await _existing(view, req.copy_id)
+    """O1: recalling erases the organisation's copy. A message of the organisation's own
+    conversation (D2) is recalled there too, for everyone in it; a cross-domain
+    conversation, which belongs to its participants, is never touched."""
+    found = await _existing(view, req.copy_id)
+    await view.withdraw_source(found)
     copy = await view.set_copy_state(req.copy_id, recalled=True)
     await view.record("recall", f"copy:{req.copy_id}")
     return po.CopyResult(copy=copy_info(copy))
@@ -122,9 +129,11 @@ async def feed(view: OrgView, conn: Connection, req: po.AdminFeed) -> Done:
     return Done()
 
 
-async def _existing(view: OrgView, copy_id: int) -> None:
-    if await view.get_copy(copy_id) is None:
+async def _existing(view: OrgView, copy_id: int) -> OrgCopy:
+    copy = await view.get_copy(copy_id)
+    if copy is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such copy")
+    return copy
 
 
 def _filters(

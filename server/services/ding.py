@@ -3,11 +3,16 @@
 Every decision is asked of ``server.policy``; the DING machinery (timers, outbox relay,
 events) is ``ctx.ding`` (``server.ding.runtime``). A write that may have committed is always
 seen through to its events and timers (shielded), as ``msg.send`` does.
+
+D2/D3: a DING id names its store (``x:<n>`` cross-domain, ``o<org>:<n>`` organisation
+``org``'s), so every op reaches its DING without a lookup; ``policy.ding_store_for`` places a
+new one. The two lists merge both stores (``_merged``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import trio
@@ -15,14 +20,16 @@ import trio
 from protocol import ding as pd
 from protocol import limits
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.ids import direct_conversation_id
 from server import policy
 from server.connection import Connection
 from server.context import Context
 from server.ding.plan import Plan, resolve_plan, round_steps
+from server.ding.quota import payer_org
 from server.ding.render import ding_info
-from storage.ding_records import Ding, NewDing
+from storage.ding import DingStore
+from storage.ding_records import Ding, DingDomain, NewDing
 from storage.orgs import OrgMember
+from storage.records import Member
 
 
 async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
@@ -43,7 +50,10 @@ async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
     recipients = policy.may_ding(
         sender=caller, recipients=req.recipients, reachable=reachable, blocked_by=blocked_by
     )
-    policy.ding_store_for(sender=caller, recipients=recipients)
+    accounts = {user: await ctx.enterprise.account_of(user) for user in recipients}
+    accounts[caller] = account
+    org = policy.ding_store_for(sender=caller, recipients=recipients, accounts=accounts)
+    store = runtime.stores["org" if org is not None else "cross"]
     plan = resolve_plan(req.plan, default=runtime.settings.default_plan)
     send_at = policy.ding_send_time(
         send_at=req.send_at, now=now, horizon_ms=limits.MAX_DING_DELAY_SECONDS * 1000
@@ -65,7 +75,7 @@ async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
         steps=tuple(round_steps(recipients, start_ms=send_at, plan=plan, released=released)),
     )
     with trio.CancelScope(shield=True):
-        created = await runtime.store.create(new)
+        created = await store.create(new)
         ding = created.ding
         if not created.duplicate:
             runtime.schedule(ding)
@@ -80,8 +90,9 @@ async def cancel(ctx: Context, conn: Connection, req: pd.DingCancel) -> pd.Ding:
     ding = await _load(ctx, req.ding_id)
     policy.may_cancel_ding(ding, caller)
     with trio.CancelScope(shield=True):
-        cancelled = await ctx.ding.store.cancel(ding.ding_id, now=ctx.clock.now_ms())
+        cancelled = await ctx.ding.store_of(ding).cancel(ding.ding_id, now=ctx.clock.now_ms())
         if cancelled is not None:
+            ctx.ding.refunds_due()
             ctx.ding.publish_state(cancelled)
     if cancelled is None:
         # It went out (or was cancelled) since it was read: say so.
@@ -96,8 +107,9 @@ async def confirm(ctx: Context, conn: Connection, req: pd.DingConfirm) -> pd.Din
     ding = await _load(ctx, req.ding_id)
     policy.may_answer_ding(ding, caller)
     with trio.CancelScope(shield=True):
-        change = await ctx.ding.store.confirm(ding.ding_id, caller, now=ctx.clock.now_ms())
+        change = await ctx.ding.store_of(ding).confirm(ding.ding_id, caller, now=ctx.clock.now_ms())
         if change is not None:
+            ctx.ding.refunds_due()  # G2: a withdrawn or overdue step gives its unit back
             ctx.ding.publish_change(change)
     if change is None:
         raise policy.ding_not_found()
@@ -112,7 +124,9 @@ async def read(ctx: Context, conn: Connection, req: pd.DingRead) -> pd.Ding:
     if row is not None and row.read_at is not None:
         return pd.Ding(ding=ding_info(ding, caller))
     with trio.CancelScope(shield=True):
-        change = await ctx.ding.store.mark_read(ding.ding_id, caller, now=ctx.clock.now_ms())
+        change = await ctx.ding.store_of(ding).mark_read(
+            ding.ding_id, caller, now=ctx.clock.now_ms()
+        )
         if change is not None:
             ctx.ding.publish_change(change)
     if change is None:
@@ -134,10 +148,11 @@ async def redding(ctx: Context, conn: Connection, req: pd.DingRedding) -> pd.Din
     steps = round_steps(unconfirmed, start_ms=now, plan=plan, released=True)
     shown: Ding | None = None
     with trio.CancelScope(shield=True):
-        again = await runtime.store.redding(
+        again = await runtime.store_of(ding).redding(
             ding.ding_id, expect_round=ding.round, now=now, steps=steps
         )
         if again is not None:
+            runtime.refunds_due()
             runtime.schedule(again)
             await runtime.publish_round(again, unconfirmed)
             shown = await _reload(ctx, again)
@@ -158,16 +173,24 @@ async def get(ctx: Context, conn: Connection, req: pd.DingGet) -> pd.Ding:
 
 async def list_sent(ctx: Context, conn: Connection, req: pd.DingListSent) -> pd.DingPage:
     caller = _user(conn)
-    page = await ctx.ding.store.list_sent(caller, before=_before(req.before), limit=req.limit)
-    return _page(page, caller, req.limit)
+
+    def fetch(store: DingStore, before: int | None, limit: int) -> Awaitable[list[Ding]]:
+        return store.list_sent(caller, before=before, limit=limit)
+
+    page, cursor = await _merged(ctx, fetch, req.before, req.limit)
+    return _page(page, caller, cursor)
 
 
 async def list_received(ctx: Context, conn: Connection, req: pd.DingListReceived) -> pd.DingPage:
     """A recipient listing a DING has it: it counts as delivered (G3)."""
     caller = _user(conn)
-    page = await ctx.ding.store.list_received(caller, before=_before(req.before), limit=req.limit)
+
+    def fetch(store: DingStore, before: int | None, limit: int) -> Awaitable[list[Ding]]:
+        return store.list_received(caller, before=before, limit=limit)
+
+    page, cursor = await _merged(ctx, fetch, req.before, req.limit)
     page = [await _delivered(ctx, ding, caller) for ding in page]
-    return _page(page, caller, req.limit)
+    return _page(page, caller, cursor)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -186,16 +209,18 @@ async def _membership(ctx: Context, org_id: int | None, user_id: int) -> OrgMemb
 
 async def _reachable(ctx: Context, caller: int, users: list[int]) -> set[int]:
     """Which of ``users`` share a conversation with the caller: both current members of one
-    single chat or group (read from the cross-domain store's memberships)."""
-    cross = ctx.stores.cross
-    mine = {m.conv_id for m in await cross.memberships(caller) if m.active}
+    single chat or group, in either conversation store (D2/D3)."""
+    mine = {m.conv_id for m in await _memberships(ctx, caller) if m.active}
     found: set[int] = set()
     for user in set(users) - {caller}:
-        if direct_conversation_id(caller, user) in mine or any(
-            m.active and m.conv_id in mine for m in await cross.memberships(user)
-        ):
+        theirs = await _memberships(ctx, user)
+        if any(m.active and m.conv_id in mine for m in theirs):
             found.add(user)
     return found
+
+
+async def _memberships(ctx: Context, user: int) -> list[Member]:
+    return [m for store in ctx.stores.conversation_stores() for m in await store.memberships(user)]
 
 
 def _admit(ctx: Context, recipients: list[int]) -> None:
@@ -214,7 +239,7 @@ async def _delivered(ctx: Context, ding: Ding, caller: int) -> Ding:
     if row is None or row.delivered_at is not None:
         return ding
     with trio.CancelScope(shield=True):
-        changes = await ctx.ding.store.mark_delivered(
+        changes = await ctx.ding.store_of(ding).mark_delivered(
             ding.ding_id, [caller], now=ctx.clock.now_ms()
         )
         for change in changes:
@@ -223,25 +248,63 @@ async def _delivered(ctx: Context, ding: Ding, caller: int) -> Ding:
 
 
 async def _load(ctx: Context, ding_id: str) -> Ding:
-    ding = await ctx.ding.store.get(pd.ding_number(ding_id))
+    """The DING an id names, from the store the id names (D2/D3). An organisation DING id
+    whose number belongs to another organisation, or of an organisation that is gone or
+    dissolving (O4), is a DING that does not exist."""
+    org, number = pd.parse_ding_id(ding_id)
+    ding = await ctx.ding.stores["cross" if org is None else "org"].get(number)
     if ding is None:
         raise policy.ding_not_found()
+    if org is not None:
+        found = await ctx.stores.orgs.get_org(org)
+        if payer_org(ding.payer) != org or found is None or found.dissolving_at is not None:
+            raise policy.ding_not_found()
     return ding
 
 
 async def _reload(ctx: Context, ding: Ding) -> Ding:
     """``ding`` as stored now (after the events it caused, e.g. deliveries)."""
-    fresh = await ctx.ding.store.get(ding.ding_id)
+    fresh = await ctx.ding.store_of(ding).get(ding.ding_id)
     return fresh if fresh is not None else ding
 
 
-def _before(cursor: str | None) -> int | None:
-    return None if cursor is None else pd.ding_number(cursor)
+#: The prefix of each store's position in a ``DingCursor``.
+_CURSOR_PREFIX: dict[DingDomain, str] = {"cross": "x", "org": "o"}
+
+Fetch = Callable[[DingStore, "int | None", int], Awaitable[list[Ding]]]
 
 
-def _page(dings: list[Ding], caller: int, limit: int) -> pd.DingPage:
-    next_before = pd.ding_id(dings[-1].ding_id) if len(dings) == limit else None
-    return pd.DingPage(dings=[ding_info(d, caller) for d in dings], next_before=next_before)
+async def _merged(
+    ctx: Context, fetch: Fetch, cursor: str | None, limit: int
+) -> tuple[list[Ding], str | None]:
+    """D2/D3: one list over both DING stores, newest first, and the cursor of the next page.
+
+    Each store lists by its own numbers, newest first, below its position in the cursor (a
+    store the cursor does not name from its newest). The two lists are merged by creation
+    time (ties: the organisation's first) and the first ``limit`` kept; the next cursor is,
+    for each store, the number of the last DING taken from it (or its old position if none
+    was). So every DING is listed exactly once across pages, whichever store keeps it."""
+    positions = {} if cursor is None else pd.parse_ding_cursor(cursor)
+    heads: dict[DingDomain, list[Ding]] = {}
+    for domain, store in ctx.ding.stores.items():
+        heads[domain] = await fetch(store, positions.get(_CURSOR_PREFIX[domain]), limit)
+    page: list[Ding] = []
+    taken = {domain: 0 for domain in heads}
+    while len(page) < limit:
+        candidates = [d for d in heads if taken[d] < len(heads[d])]
+        if not candidates:
+            break
+        best = max(candidates, key=lambda d: (heads[d][taken[d]].created_at, d == "org"))
+        page.append(heads[best][taken[best]])
+        taken[best] += 1
+    for domain, count in taken.items():
+        if count:
+            positions[_CURSOR_PREFIX[domain]] = heads[domain][count - 1].ding_id
+    return page, (pd.ding_cursor(positions) if len(page) == limit else None)
+
+
+def _page(dings: list[Ding], caller: int, cursor: str | None) -> pd.DingPage:
+    return pd.DingPage(dings=[ding_info(d, caller) for d in dings], next_before=cursor)
 
 
 def _fingerprint(req: pd.DingSend, recipients: list[int], plan: Plan) -> bytes:

@@ -13,11 +13,16 @@ from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import SystemInfo
-from protocol.ids import conversation_kind, group_conversation_id
+from protocol.ids import (
+    conversation_kind,
+    conversation_org,
+    group_conversation_id,
+    org_group_conversation_id,
+)
 from server import policy
 from server.connection import Connection
 from server.context import Context
-from server.services import enterprise
+from server.services import enterprise, group_capacity
 from server.services.render import conversation_info, fingerprint, message_event, system_body
 from storage.records import (
     ConversationChange,
@@ -32,6 +37,8 @@ async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies
     caller = _user(conn)
     invited = sorted(set(req.members) - {caller})
     await _require_users(ctx, invited)
+    if req.org is not None:  # D2: an organisation-internal group holds only its accounts
+        await _check_placement(ctx, org_group_conversation_id(req.org, 0), [caller, *invited])
     await enterprise.check_group(ctx, [caller, *invited], joining=[caller, *invited])  # O3
     limit = ctx.config.group_member_limit
     if len(invited) + 1 > limit:
@@ -42,9 +49,9 @@ async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies
         client_id="g:" + req.cmid,
         fingerprint=fingerprint(req.title, ",".join(map(str, invited)), str(req.history_visible)),
     )
-    conv_id = group_conversation_id(await ctx.stores.cross.next_group_number())
+    conv_id = await _new_group_id(ctx, req.org)
     members = ((caller, "owner"), *((user, "member") for user in invited))
-    appended = await ctx.stores.cross.append(
+    appended = await ctx.conversations(conv_id).append(
         NewEntry(
             conv_id=conv_id,
             kind="system",
@@ -80,10 +87,12 @@ async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Chang
     users = sorted(set(req.users))
     await _require_users(ctx, users)
     for user in users:
-        existing = await ctx.stores.cross.get_member(req.conv, user)
+        existing = await ctx.conversations(req.conv).get_member(req.conv, user)
         if existing is not None and existing.active:
             raise ProtocolError(ErrorCode.ALREADY_MEMBER, f"user {user} is already a member")
-    policy.may_admit(conversation, adding=len(users))
+    await _check_placement(ctx, req.conv, users)  # D2
+    limit = await group_capacity.effective_limit(ctx, conversation)  # M2: paid expansions
+    policy.may_admit(conversation, adding=len(users), limit=limit)
     current = await ctx.members.member_ids(req.conv)
     await enterprise.check_group(ctx, [*current, *users], joining=users)  # O3
     changes = tuple(
@@ -99,7 +108,7 @@ async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Chang
 async def remove(ctx: Context, conn: Connection, req: rq.GroupRemove) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "remove", req.conv, caller)
-    policy.may_act_on(actor, await ctx.stores.cross.get_member(req.conv, req.user))
+    policy.may_act_on(actor, await ctx.conversations(req.conv).get_member(req.conv, req.user))
     info = SystemInfo(action="removed", actor=caller, users=[req.user])
     return await _append(
         ctx,
@@ -115,7 +124,7 @@ async def leave(ctx: Context, conn: Connection, req: rq.GroupLeave) -> replies.C
     caller = _user(conn)
     if conversation_kind(req.conv) != "group":
         raise policy.not_found()
-    policy.may_leave(await ctx.stores.cross.get_member(req.conv, caller))
+    policy.may_leave(await ctx.conversations(req.conv).get_member(req.conv, caller))
     info = SystemInfo(action="left", actor=caller, users=[caller])
     return await _append(
         ctx,
@@ -137,7 +146,7 @@ async def rename(ctx: Context, conn: Connection, req: rq.GroupRename) -> replies
 async def set_role(ctx: Context, conn: Connection, req: rq.GroupSetRole) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "set_role", req.conv, caller)
-    policy.may_act_on(actor, await ctx.stores.cross.get_member(req.conv, req.user))
+    policy.may_act_on(actor, await ctx.conversations(req.conv).get_member(req.conv, req.user))
     info = SystemInfo(action="role", actor=caller, users=[req.user], role=req.role)
     change = MemberChange(user_id=req.user, op="update", role=req.role)
     return await _append(ctx, req.conv, caller, info, member_changes=(change,))
@@ -147,7 +156,7 @@ async def transfer(ctx: Context, conn: Connection, req: rq.GroupTransfer) -> rep
     """The owner hands the group to another current member and becomes an admin."""
     caller = _user(conn)
     await _manage(ctx, "transfer", req.conv, caller)
-    target = await ctx.stores.cross.get_member(req.conv, req.user)
+    target = await ctx.conversations(req.conv).get_member(req.conv, req.user)
     if target is None or not target.active:
         raise ProtocolError(ErrorCode.NOT_MEMBER)
     if req.user == caller:
@@ -170,7 +179,7 @@ async def transfer(ctx: Context, conn: Connection, req: rq.GroupTransfer) -> rep
 async def mute_member(ctx: Context, conn: Connection, req: rq.GroupMuteMember) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "mute_member", req.conv, caller)
-    policy.may_act_on(actor, await ctx.stores.cross.get_member(req.conv, req.user))
+    policy.may_act_on(actor, await ctx.conversations(req.conv).get_member(req.conv, req.user))
     info = SystemInfo(action="member_muted", actor=caller, users=[req.user], flag=req.muted)
     change = MemberChange(user_id=req.user, op="update", muted=req.muted)
     return await _append(ctx, req.conv, caller, info, member_changes=(change,))
@@ -196,19 +205,21 @@ async def info(ctx: Context, conn: Connection, req: rq.GroupInfo) -> replies.Con
     caller = _user(conn)
     if conversation_kind(req.conv) != "group":
         raise policy.not_found()
-    policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
-    conversation = await ctx.stores.cross.get_conversation(req.conv)
+    policy.may_read(await ctx.conversations(req.conv).get_member(req.conv, caller))
+    conversation = await ctx.conversations(req.conv).get_conversation(req.conv)
     if conversation is None:
         raise policy.not_found()
-    return replies.Conversation(conv=conversation_info(conversation))
+    return replies.Conversation(conv=await group_capacity.conversation_info(ctx, conversation))
 
 
 async def members(ctx: Context, conn: Connection, req: rq.GroupMembers) -> replies.Members:
     caller = _user(conn)
     if conversation_kind(req.conv) != "group":
         raise policy.not_found()
-    policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
-    rows = await ctx.stores.cross.list_members(req.conv, after_user=req.after_user, limit=req.limit)
+    policy.may_read(await ctx.conversations(req.conv).get_member(req.conv, caller))
+    rows = await ctx.conversations(req.conv).list_members(
+        req.conv, after_user=req.after_user, limit=req.limit
+    )
     return replies.Members(
         conv=req.conv,
         members=[
@@ -227,9 +238,24 @@ async def members(ctx: Context, conn: Connection, req: rq.GroupMembers) -> repli
 async def _manage(ctx: Context, action: policy.GroupAction, conv_id: str, caller: int):  # type: ignore[no-untyped-def]
     if conversation_kind(conv_id) != "group":
         raise policy.not_found()
-    conversation = await ctx.stores.cross.get_conversation(conv_id)
-    actor = await ctx.stores.cross.get_member(conv_id, caller)
+    store = ctx.conversations(conv_id)
+    conversation = await store.get_conversation(conv_id)
+    actor = await store.get_member(conv_id, caller)
     return policy.may_manage(action, conversation=conversation, actor=actor)
+
+
+async def _new_group_id(ctx: Context, org: int | None) -> str:
+    """A fresh group id: in the organisation's store when the group is created in an
+    organisation's name (D2; placement checked by the caller), else cross-domain."""
+    if org is None:
+        return group_conversation_id(await ctx.stores.cross.next_group_number())
+    return org_group_conversation_id(org, await ctx.stores.org_conversations.next_group_number())
+
+
+async def _check_placement(ctx: Context, conv_id: str, users: Sequence[int]) -> None:
+    """D2: who may be put in an organisation-internal group (cross-domain groups: anyone)."""
+    if conversation_org(conv_id) is not None:
+        policy.may_place(conv_id, await ctx.enterprise.accounts_of(list(users)))
 
 
 async def _require_users(ctx: Context, user_ids: Sequence[int]) -> None:
@@ -251,7 +277,7 @@ async def _append(
     change: ConversationChange | None = None,
     departed: tuple[int, ...] = (),
 ) -> replies.Changed:
-    appended = await ctx.stores.cross.append(
+    appended = await ctx.conversations(conv_id).append(
         NewEntry(
             conv_id=conv_id,
             kind="system",

@@ -42,7 +42,7 @@ async def start(ctx: Context, conn: Connection, req: pl.LiveStart) -> pl.LiveJoi
     caller, device = _who(conn)
     policy.may_go_live_as(await ctx.enterprise.account_of(caller))  # O1
     groups = list(dict.fromkeys([req.conv, *req.link_groups]))
-    policy.may_link_live(linked=0, adding=len(groups) - 1)
+    policy.may_link_live(linked=0, adding=len(groups) - 1, origin=req.conv, groups=groups)
     for group in groups:
         await _may_go_live(ctx, group, caller)
     registry = ctx.live.registry
@@ -79,7 +79,9 @@ async def link(ctx: Context, conn: Connection, req: pl.LiveLink) -> pl.LiveState
     for group in groups:
         await _may_go_live(ctx, group, caller)
     _still_live(stream)
-    policy.may_link_live(linked=len(stream.links), adding=len(groups))
+    policy.may_link_live(
+        linked=len(stream.links), adding=len(groups), origin=stream.origin, groups=groups
+    )
     registry = ctx.live.registry
     policy.may_claim_live_groups(registry.taken(groups))
     if groups:
@@ -104,7 +106,7 @@ async def active(ctx: Context, conn: Connection, req: pl.LiveActive) -> pl.LiveS
     caller, _ = _who(conn)
     if conversation_kind(req.conv) != "group":
         raise policy.not_found()
-    policy.may_write(await ctx.stores.cross.get_member(req.conv, caller))
+    policy.may_write(await ctx.conversations(req.conv).get_member(req.conv, caller))
     stream = ctx.live.registry.active_in(req.conv)
     return pl.LiveState(live=None if stream is None else live_info(stream))
 
@@ -278,7 +280,7 @@ async def end(ctx: Context, conn: Connection, req: pl.LiveEnd) -> pl.LiveSummary
     origin_member = None
     visible = True
     if caller != stream.host:
-        origin_member = await ctx.stores.cross.get_member(stream.origin, caller)
+        origin_member = await ctx.conversations(stream.origin).get_member(stream.origin, caller)
         visible = await _visible(ctx, conn, stream)
         _still_live(stream)
     reason = policy.may_end_live(
@@ -417,8 +419,8 @@ async def _may_go_live(ctx: Context, group: str, caller: int) -> None:
     if conversation_kind(group) != "group":
         raise policy.not_found()
     policy.may_go_live(
-        conversation=await ctx.stores.cross.get_conversation(group),
-        member=await ctx.stores.cross.get_member(group, caller),
+        conversation=await ctx.conversations(group).get_conversation(group),
+        member=await ctx.conversations(group).get_member(group, caller),
     )
 
 

@@ -9,7 +9,7 @@ import trio
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.ids import conversation_kind, direct_conversation_id
+from protocol.ids import conversation_kind
 from server import policy
 from server.connection import Connection
 from server.context import Context
@@ -23,7 +23,10 @@ from server.services.render import (
     fingerprint,
     message_event,
 )
+from storage.errors import IdempotencyConflict
+from storage.interfaces import CrossDomainStore
 from storage.records import (
+    Appended,
     Conversation,
     ConversationKindName,
     IdempotencyKey,
@@ -37,49 +40,23 @@ from storage.records import (
 async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
     """M1: persist the message durably, then ack, then fan out."""
     caller = _user(conn)
-    cross = ctx.stores.cross
-    kind = conversation_kind(req.conv)
-    conversation = await cross.get_conversation(req.conv)
-    create: NewConversation | None = None
-    blocked = False
-    member: Member | None = None
-    if kind == "group":
-        member = await cross.get_member(req.conv, caller)
-    else:
-        peer = policy.direct_peer(caller, req.conv)
-        if conversation is None:
-            peer_user = await ctx.stores.personal.get_user(peer)
-            policy.may_open_direct(peer_exists=peer_user is not None)
-            create = _new_direct(ctx, req.conv, caller, peer)
-        else:
-            member = await cross.get_member(req.conv, caller)
-        if peer != caller:
-            row = await ctx.stores.personal.get_contact(peer, caller)
-            blocked = row is not None and row.state == "blocked"
-    policy.check_content(req.content)
-    policy.may_send(conversation=conversation, member=member, blocked_by_peer=blocked)
-    await enterprise.check_send(ctx, caller, req.conv, req.content)  # O1, O3
-    if conversation is not None and member is not None:
-        policy.may_mention(conversation, member, mention_all=req.content.mention_all)
-    elif req.content.mention_all:
-        raise ProtocolError(ErrorCode.FORBIDDEN, "@all is only for groups")
+    cross = ctx.conversations(req.conv)  # D2/D3: the id names the store
     body = content_body(req.content)
-    new_entry = NewEntry(
-        conv_id=req.conv,
-        kind="message",
-        sender=caller,
-        ts=ctx.clock.now_ms(),
-        body=body,
-        cmid=req.cmid,
-        idempotency=IdempotencyKey(
-            sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
-        ),
-        create=create,
-        require_member=None if create is not None else caller,
-        # D4: the organisations the sender belongs to now; the outbox relay applies the
-        # consent rule to each at this message's time.
-        effects=org_copy_effect(await ctx.org_index.orgs_of(caller)),
+    key = IdempotencyKey(
+        sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
     )
+    try:
+        new_entry = await _checked_entry(ctx, caller, cross, req, body, key)
+    except ProtocolError:
+        # A resend of a message that is already stored gets its original ack even if the
+        # sender may no longer send here (muted, removed or blocked since): the write
+        # happened, and the client must stop resending it. Looked up only on a refusal,
+        # so the common path pays nothing for it.
+        original = await _recorded(cross, key)
+        if original is None:
+            raise
+        METRICS.duplicate_sends.inc()
+        return _sent(original)
     with trio.CancelScope(shield=True):
         # Once the write may commit, see it through to publication: a cancelled request
         # must not leave a stored message that nobody online was told about.
@@ -95,6 +72,71 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
             ctx.pushes.offer(entry, recipients)
             if new_entry.effects:
                 ctx.outbox.kick()
+    return _sent(appended)
+
+
+async def _checked_entry(
+    ctx: Context,
+    caller: int,
+    cross: CrossDomainStore,
+    req: rq.MsgSend,
+    body: bytes,
+    key: IdempotencyKey,
+) -> NewEntry:
+    """Every check of a message (the router's policy), then the entry to append."""
+    kind = conversation_kind(req.conv)
+    conversation = await cross.get_conversation(req.conv)
+    create: NewConversation | None = None
+    blocked = False
+    member: Member | None = None
+    if kind == "group":
+        member = await cross.get_member(req.conv, caller)
+    else:
+        peer = policy.direct_peer(caller, req.conv)
+        if conversation is None:
+            peer_user = await ctx.stores.personal.get_user(peer)
+            policy.may_open_direct(peer_exists=peer_user is not None)
+            policy.may_place(req.conv, await ctx.enterprise.accounts_of([caller, peer]))
+            create = _new_direct(ctx, req.conv, caller, peer)
+        else:
+            member = await cross.get_member(req.conv, caller)
+        if peer != caller:
+            row = await ctx.stores.personal.get_contact(peer, caller)
+            blocked = row is not None and row.state == "blocked"
+    policy.check_content(req.content)
+    policy.may_send(conversation=conversation, member=member, blocked_by_peer=blocked)
+    await enterprise.check_send(ctx, caller, req.conv, req.content)  # O1, O3
+    if conversation is not None and member is not None:
+        policy.may_mention(conversation, member, mention_all=req.content.mention_all)
+    elif req.content.mention_all:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "@all is only for groups")
+    return NewEntry(
+        conv_id=req.conv,
+        kind="message",
+        sender=caller,
+        ts=ctx.clock.now_ms(),
+        body=body,
+        cmid=req.cmid,
+        idempotency=key,
+        create=create,
+        require_member=None if create is not None else caller,
+        # D4: the organisations the sender belongs to now; the outbox relay applies the
+        # consent rule to each at this message's time.
+        effects=org_copy_effect(await ctx.org_index.orgs_of(caller)),
+    )
+
+
+async def _recorded(store: CrossDomainStore, key: IdempotencyKey) -> Appended | None:
+    """The message stored under ``key``, or None (also when the key was used for another
+    message: then the refusal at hand is the answer)."""
+    try:
+        return await store.recorded(key)
+    except IdempotencyConflict:
+        return None
+
+
+def _sent(appended: Appended) -> replies.Sent:
+    entry = appended.entry
     return replies.Sent(
         conv=entry.conv_id,
         seq=entry.seq,
@@ -124,7 +166,7 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     """M4: the sender within 24 hours, a group's owner/admins any time. The content is
     erased from storage; the seq stays as a tombstone; every member's devices are told."""
     caller = _user(conn)
-    cross = ctx.stores.cross
+    cross = ctx.conversations(req.conv)
     member = await cross.get_member(req.conv, caller)
     conversation = await cross.get_conversation(req.conv)
     if conversation is None:
@@ -141,20 +183,38 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
 
 
+async def recall_for_organisation(ctx: Context, conv_id: str, seq: int, by: int) -> bool:
+    """O1: an admin's recall in one of the organisation's own conversations (``o:<org>:``),
+    for everyone in it. Reached only through an ``OrgView``, which checks the organisation;
+    a cross-domain conversation never comes here. False if there is no such message."""
+    store = ctx.stores.org_conversations
+    conversation = await store.get_conversation(conv_id)
+    entry = await store.get_entry(conv_id, seq)
+    if conversation is None or entry is None or entry.kind != "message":
+        return False
+    result = await store.recall(conv_id=conv_id, seq=seq, by=by, now=ctx.clock.now_ms())
+    if not result.duplicate:
+        members = await ctx.members.member_ids(conv_id)
+        recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
+        ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
+    return True
+
+
 def _visible(member: Member, seq: int) -> bool:
     return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
 
 
 async def history(ctx: Context, conn: Connection, req: rq.MsgHistory) -> replies.History:
     caller = _user(conn)
-    found = await ctx.stores.cross.get_member(req.conv, caller)
+    store = ctx.conversations(req.conv)
+    found = await store.get_member(req.conv, caller)
     if found is None and conversation_kind(req.conv) != "group":
         # A single chat exists implicitly for its two participants; before its first
         # message its history is empty. Anyone else: not found.
         policy.direct_peer(caller, req.conv)
         return replies.History(conv=req.conv, messages=[], more=False)
     member = policy.may_read(found)
-    entries = await ctx.stores.cross.history(
+    entries = await store.history(
         req.conv,
         visible_from=member.visible_from,
         visible_to=member.left_seq,
@@ -171,7 +231,7 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
     """Move the caller's read position; their devices get the new unread count, a single
     chat's peer gets a read receipt, a group's senders get coalesced read counts."""
     caller = _user(conn)
-    cross = ctx.stores.cross
+    cross = ctx.conversations(req.conv)
     member = policy.may_write(await cross.get_member(req.conv, caller))
     conversation = await cross.get_conversation(req.conv)
     if conversation is None:
@@ -194,9 +254,10 @@ async def receipt_counts(
     ctx: Context, conn: Connection, req: rq.ReceiptCounts
 ) -> replies.ReceiptCounts:
     caller = _user(conn)
-    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    store = ctx.conversations(req.conv)
+    member = policy.may_read(await store.get_member(req.conv, caller))
     seqs = [s for s in req.seqs if _visible(member, s)]
-    counts = await ctx.stores.cross.read_counts(req.conv, seqs)
+    counts = await store.read_counts(req.conv, seqs)
     return replies.ReceiptCounts(
         conv=req.conv,
         counts=[replies.ReceiptCount(seq=c.seq, read=c.read, unread=c.unread) for c in counts],
@@ -207,10 +268,11 @@ async def receipt_members(
     ctx: Context, conn: Connection, req: rq.ReceiptMembers
 ) -> replies.ReceiptMembers:
     caller = _user(conn)
-    member = policy.may_read(await ctx.stores.cross.get_member(req.conv, caller))
+    store = ctx.conversations(req.conv)
+    member = policy.may_read(await store.get_member(req.conv, caller))
     if not _visible(member, req.seq):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
-    users = await ctx.stores.cross.readers(
+    users = await store.readers(
         req.conv, req.seq, read=req.read, after_user=req.after_user, limit=req.limit
     )
     next_after = users[-1] if len(users) == req.limit else None
@@ -218,10 +280,12 @@ async def receipt_members(
 
 
 async def open_direct(ctx: Context, conn: Connection, req: rq.DirectOpen) -> replies.Conversation:
-    """The single chat with ``peer`` (one deterministic id), created on its first message."""
+    """The single chat with ``peer`` (one deterministic id), created on its first message.
+    D2: between two enterprise accounts of one organisation it is that organisation's."""
     caller = _user(conn)
-    conv_id = direct_conversation_id(caller, req.peer)
-    conversation = await ctx.stores.cross.get_conversation(conv_id)
+    accounts = await ctx.enterprise.accounts_of([caller, req.peer])
+    conv_id = policy.direct_conversation_of(caller, req.peer, accounts)
+    conversation = await ctx.conversations(conv_id).get_conversation(conv_id)
     if conversation is None:
         peer = await ctx.stores.personal.get_user(req.peer)
         policy.may_open_direct(peer_exists=peer is not None)

@@ -31,7 +31,7 @@ async def report(ctx: Context, conn: Connection, req: Report) -> Reported:
     if req.conv is not None:
         if req.seq is None:
             raise ProtocolError(ErrorCode.INVALID_FIELD, "a message report needs seq", path="$.seq")
-        cross = ctx.stores.cross
+        cross = ctx.conversations(req.conv)
         member = await cross.get_member(req.conv, caller)
         entry = await cross.get_entry(req.conv, req.seq) if member is not None else None
         entry = policy.may_report_message(reporter=caller, member=member, entry=entry)

@@ -11,16 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import trio
+
 from protocol import ding as pd
 from protocol import orgs as po
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import org_conversation_prefix
 from protocol.replies import Done
 from server import policy
 from server.connection import Connection
 from server.context import Context
 from server.ding.quota import PACKAGE_PERIOD, package_account
+from server.services.render import fingerprint
 from storage.errors import AlreadyExists
 from storage.orgs import JoinRequest, Organisation, OrgMember, RequestStatus
+from storage.records import IdempotencyKey
 
 
 def _org_info(org: Organisation) -> po.OrgInfo:
@@ -227,6 +232,7 @@ async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
     await _org(ctx, req.org)
     admin = await ctx.stores.orgs.get_member(req.org, caller)
     policy.may_remove_member(admin, await ctx.stores.orgs.get_member(req.org, req.user))
+    policy.may_remove_from_org(await ctx.stores.orgs.account_of_user(req.user), req.org)  # P5
     await ctx.stores.orgs.remove_member(req.org, req.user, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(req.user)
     ctx.org_feeds.drop_user(req.org, req.user)
@@ -285,6 +291,9 @@ async def dissolve(ctx: Context, conn: Connection, req: po.OrgDissolve) -> po.Di
     policy.may_dissolve(await ctx.stores.orgs.get_member(req.org, caller))
     summary = await ctx.stores.orgs.summary(req.org)
     expires_at = ctx.clock.now_ms() + DISSOLVE_TOKEN_SECONDS * 1000
+    conversations = await ctx.stores.org_conversations.count_conversations(
+        org_conversation_prefix(req.org)
+    )
     return po.DissolutionSummary(
         org=req.org,
         name=org.name,
@@ -294,7 +303,18 @@ async def dissolve(ctx: Context, conn: Connection, req: po.OrgDissolve) -> po.Di
         audit_entries=summary.audit_entries,
         token=_dissolve_token(ctx, req.org, expires_at),
         expires_at=expires_at,
+        conversations=conversations,
+        enterprise_accounts=await _count_accounts(ctx, req.org),
     )
+
+
+async def _count_accounts(ctx: Context, org_id: int) -> int:
+    """P5: the organisation's enterprise accounts, whatever their status."""
+    count, after = 0, ""
+    while page := await ctx.stores.orgs.list_accounts(org_id, after_account=after, limit=500):
+        count += len(page)
+        after = page[-1].account
+    return count
 
 
 async def confirm_dissolve(ctx: Context, conn: Connection, req: po.OrgDissolveConfirm) -> Done:
@@ -350,14 +370,25 @@ async def list_consents(ctx: Context, conn: Connection, req: po.ConsentList) -> 
 
 async def ding_topup(ctx: Context, conn: Connection, req: pd.OrgDingTopup) -> pd.DingQuota:
     """G2: an admin buys DING units for the organisation's package; logged as the
-    organisation's act. Not idempotent: a resend after a lost reply adds the units again
-    (read ``org.ding_quota`` first)."""
+    organisation's act (P3). Idempotent by ``cmid``, as ``msg.send`` and ``contacts.add``
+    are: a resend after a lost reply adds nothing (and is not logged again) and answers with
+    the package as it is now; the same ``cmid`` for another top-up is
+    ``idempotency_conflict``."""
+    caller = _user(conn)
     await _org(ctx, req.org)
-    admin = policy.may_manage_ding_package(await ctx.stores.orgs.get_member(req.org, _user(conn)))
-    await ctx.ding.store.top_up(
-        package_account(req.org), req.channel, PACKAGE_PERIOD, units=req.units
+    admin = policy.may_manage_ding_package(await ctx.stores.orgs.get_member(req.org, caller))
+    key = IdempotencyKey(
+        sender=caller,
+        client_id="t:" + req.cmid,
+        fingerprint=fingerprint(str(req.org), req.channel, str(req.units)),
     )
-    await _admin_act(ctx, admin, "ding_topup", f"ding:{req.channel}:{req.units}")
+    with trio.CancelScope(shield=True):  # a top-up that may have committed gets its audit
+        # D2/G2: an organisation's package lives in the organisation DING store.
+        topped = await ctx.stores.org_ding.top_up(
+            package_account(req.org), req.channel, PACKAGE_PERIOD, units=req.units, idempotency=key
+        )
+        if not topped.duplicate:
+            await _admin_act(ctx, admin, "ding_topup", f"ding:{req.channel}:{req.units}")
     return await _ding_quota(ctx, req.org)
 
 
@@ -372,7 +403,7 @@ async def _ding_quota(ctx: Context, org_id: int) -> pd.DingQuota:
     packages = []
     channels: tuple[pd.PaidChannel, ...] = ("sms", "call")
     for channel in channels:
-        balance = await ctx.ding.store.quota_balance(
+        balance = await ctx.stores.org_ding.quota_balance(
             package_account(org_id), channel, PACKAGE_PERIOD
         )
         granted, used = (0, 0) if balance is None else (balance.granted, balance.used)

@@ -13,7 +13,7 @@ import msgspec
 from protocol import replies
 from protocol import requests as rq
 from protocol.events import PresenceEvent, TypingEvent
-from protocol.ids import conversation_kind
+from protocol.ids import conversation_kind, direct_participants
 from server import policy
 from server.connection import Connection
 from server.context import Context
@@ -28,10 +28,11 @@ async def audience(ctx: Context, user_id: int) -> set[int]:
         if row.state == "accepted"
     ]
     peers = []
-    for member in await ctx.stores.cross.memberships(user_id):
-        if conversation_kind(member.conv_id) == "direct":
-            low, high = (int(p) for p in member.conv_id.split(":")[1:])
-            peers.append(high if low == user_id else low)
+    for store in ctx.stores.conversation_stores():
+        for member in await store.memberships(user_id):
+            if conversation_kind(member.conv_id) == "direct":
+                low, high = direct_participants(member.conv_id)
+                peers.append(high if low == user_id else low)
     return policy.presence_audience(contacts=contacts, direct_peers=peers)
 
 
@@ -52,7 +53,7 @@ async def subscribe(ctx: Context, conn: Connection, req: rq.PresenceSubscribe) -
     assert user is not None
     if conversation_kind(req.conv) != "group":
         raise policy.not_found()
-    policy.may_write(await ctx.stores.cross.get_member(req.conv, user))
+    policy.may_write(await ctx.conversations(req.conv).get_member(req.conv, user))
     members = set(await ctx.members.member_ids(req.conv))
     users = frozenset(u for u in req.users if u in members)
     ctx.hub.watch(conn, users)
@@ -66,7 +67,7 @@ async def typing(ctx: Context, conn: Connection, req: rq.Typing) -> replies.Done
     user = conn.user_id
     assert user is not None
     if conversation_kind(req.conv) == "group":
-        policy.may_write(await ctx.stores.cross.get_member(req.conv, user))
+        policy.may_write(await ctx.conversations(req.conv).get_member(req.conv, user))
         members = set(await ctx.members.member_ids(req.conv))
         frame = _encoder.encode(TypingEvent(conv=req.conv, user=user))
         for watcher in ctx.hub.watchers_of(user):

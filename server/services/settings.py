@@ -33,7 +33,7 @@ async def set_notifications(ctx: Context, conn: Connection, req: rq.SettingsSet)
 async def mute_conversation(ctx: Context, conn: Connection, req: rq.ConvMute) -> replies.Done:
     user = conn.user_id
     assert user is not None
-    policy.may_read(await ctx.stores.cross.get_member(req.conv, user))
+    policy.may_read(await ctx.conversations(req.conv).get_member(req.conv, user))
     settings = await ctx.stores.personal.get_settings(user)
     event = SettingsEvent(
         pstream=0, notifications=settings.notifications, conv=req.conv, conv_muted=req.muted

@@ -17,6 +17,7 @@ from protocol.sync import SyncToken
 from server.connection import Connection
 from server.context import Context
 from server.services.render import entry_event, summary
+from storage.records import Summary
 
 _personal_decoder = msgspec.msgpack.Decoder(ContactEvent | SettingsEvent)
 
@@ -30,16 +31,30 @@ def personal_event(pstream: int, body: bytes) -> ContactEvent | SettingsEvent:
 async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage:
     user = conn.user_id
     assert user is not None
-    cross, personal = ctx.stores.cross, ctx.stores.personal
+    stores = ctx.stores
     # Read the heads first: everything at or below them is committed and will be in the
     # pages below; anything later is pushed live (see the module docstring).
-    head = SyncToken(await cross.head(), await personal.personal_head())
+    head = SyncToken(
+        await stores.cross.head(),
+        await stores.personal.personal_head(),
+        await stores.org_conversations.head(),
+    )
     token = SyncToken.decode(req.token) if req.token is not None else None
-    settings = await personal.get_settings(user)
+    conversation_streams = (
+        (stores.cross, head.conversations, token.conversations if token else 0),
+        (stores.org_conversations, head.organisation, token.organisation if token else 0),
+    )
     summaries: list[replies.ConversationSummary] = []
     if token is None or req.summary:
-        changed_after = 0 if token is None else token.conversations
-        for item in await cross.summaries(user, changed_after=changed_after):
+        settings = await stores.personal.get_settings(user)
+        items = [
+            item
+            for store, _head, after in conversation_streams
+            for item in await store.summaries(user, changed_after=after)
+        ]
+        # Two stores, two position counters: order across them by the latest activity.
+        items.sort(key=_last_activity, reverse=True)
+        for item in items:
             muted = item.conversation.conv_id in settings.muted_conversations
             summaries.append(summary(item, muted=muted))
     if token is None:
@@ -47,38 +62,58 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
         return replies.SyncPage(token=head.encode(), summaries=summaries, events=[], more=False)
 
     events: list[SyncEvent] = []
-    entries = await cross.entries_for(user, after=token.conversations, limit=req.limit + 1)
-    more_conversations = len(entries) > req.limit
-    entries = entries[: req.limit]
-    events.extend(entry_event(e) for e in entries)
-    conversations_at = (
-        entries[-1].stream
-        if more_conversations
-        else max(head.conversations, entries[-1].stream if entries else 0, token.conversations)
-    )
-    room = req.limit - len(entries)
-    personal_at = token.personal
-    more_personal = False
-    if room > 0:
-        changes = await personal.personal_changes(user, after=token.personal, limit=room + 1)
+    room = req.limit
+    more = False
+    positions: list[int] = []
+    for store, head_at, after in conversation_streams:
+        entries = await store.entries_for(user, after=after, limit=room + 1) if room else []
+        more_here = (
+            len(entries) > room
+            if room
+            else bool(await store.entries_for(user, after=after, limit=1))
+        )
+        entries = entries[:room]
+        events.extend(entry_event(e) for e in entries)
+        room -= len(entries)
+        more = more or more_here
+        positions.append(
+            _next_position(entries[-1].stream if entries else 0, head_at, after, more_here)
+        )
+    changes = []
+    if room:
+        changes = await stores.personal.personal_changes(user, after=token.personal, limit=room + 1)
         more_personal = len(changes) > room
         changes = changes[:room]
         events.extend(personal_event(c.pstream, c.body) for c in changes)
-        personal_at = (
-            changes[-1].pstream
-            if more_personal
-            else max(head.personal, changes[-1].pstream if changes else 0, token.personal)
-        )
     else:
-        # The page is full of conversation events: say "more" only if personal ones wait.
-        more_personal = bool(await personal.personal_changes(user, after=token.personal, limit=1))
-    next_token = SyncToken(conversations_at, personal_at)
+        # The page is full: say "more" only if personal entries wait.
+        more_personal = bool(
+            await stores.personal.personal_changes(user, after=token.personal, limit=1)
+        )
+    personal_at = _next_position(
+        changes[-1].pstream if changes else 0, head.personal, token.personal, more_personal
+    )
+    next_token = SyncToken(positions[0], personal_at, positions[1])
     return replies.SyncPage(
         token=next_token.encode(),
         summaries=summaries,
         events=events,
-        more=more_conversations or more_personal,
+        more=more or more_personal,
     )
+
+
+def _next_position(last_read: int, head: int, after: int, more: bool) -> int:
+    """Where the next page of one stream starts: just past what this page read if more
+    waits (or where it was, if this page read none of it); else at the head read before
+    the page, since everything up to it was in the page."""
+    if more:
+        return last_read or after
+    return max(head, last_read, after)
+
+
+def _last_activity(item: Summary) -> int:
+    last = item.last_message
+    return last.ts if last is not None else item.conversation.created_at
 
 
 async def ack(ctx: Context, conn: Connection, req: rq.Ack) -> replies.Done:
@@ -86,6 +121,9 @@ async def ack(ctx: Context, conn: Connection, req: rq.Ack) -> replies.Done:
     assert conn.device_id is not None
     token = SyncToken.decode(req.token)
     await ctx.stores.personal.ack_device(
-        conn.device_id, conversations=token.conversations, personal=token.personal
+        conn.device_id,
+        conversations=token.conversations,
+        personal=token.personal,
+        organisation=token.organisation,
     )
     return replies.Done()

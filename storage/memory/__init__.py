@@ -34,4 +34,7 @@ async def open_memory_stores() -> AsyncIterator[Stores]:
         consent=MemoryConsentStore(),
         moderation=MemoryModerationStore(),
         keys=MemoryKeyStore(),
+        org_conversations=MemoryCrossDomainStore(),
+        org_ding=MemoryDingStore(domain="org"),
+        org_live=MemoryLiveStore(),
     )

@@ -19,6 +19,7 @@ from storage.records import (
     ConversationChange,
     Entry,
     EntryKind,
+    IdempotencyKey,
     Member,
     MemberChange,
     NewConversation,
@@ -57,11 +58,10 @@ class MemoryCrossDomainStore:
         """``ValueError`` if ``entry.create`` names another conversation than ``entry``."""
         if entry.create is not None and entry.create.conv_id != entry.conv_id:
             raise ValueError("entry.create.conv_id must equal entry.conv_id")
-        original = self._idempotency.lookup(entry.idempotency)
-        if original is not None:
-            first = self._stream[original - 1]
-            current = self._conversations[first.conv_id]
-            return Appended(entry=first, conversation=current, duplicate=True)
+        if entry.idempotency is not None:
+            found = await self.recorded(entry.idempotency)
+            if found is not None:
+                return found
 
         conversation = self._conversations.get(entry.conv_id)
         rows = self._members.get(entry.conv_id, {})
@@ -335,6 +335,39 @@ class MemoryCrossDomainStore:
             for member in self._current_members(conv_id)
             if member.user_id != message.sender and _sees(member, seq)
         ]
+
+    async def recorded(self, key: IdempotencyKey) -> Appended | None:
+        original = self._idempotency.lookup(key)
+        if original is None:
+            return None
+        first = self._stream[original - 1]
+        current = self._conversations[first.conv_id]
+        return Appended(entry=first, conversation=current, duplicate=True)
+
+    async def count_conversations(self, id_prefix: str) -> int:
+        return sum(1 for conv_id in self._conversations if conv_id.startswith(id_prefix))
+
+    async def delete_conversations(self, id_prefix: str, *, limit: int) -> int:
+        deleted = 0
+        for conv_id in sorted(c for c in self._conversations if c.startswith(id_prefix)):
+            if deleted >= limit:
+                break
+            streams = {e.stream for e in self._stream if e.conv_id == conv_id}
+            # A deleted entry leaves an empty slot: stream positions index the list.
+            for stream in streams:
+                self._stream[stream - 1] = Entry(
+                    stream=stream, conv_id="", seq=0, kind="read", sender=0, ts=0
+                )
+            self._effects = {i: e for i, e in self._effects.items() if e[1] not in streams}
+            self._idempotency.forget_results(streams)
+            members = self._members.pop(conv_id, {})
+            for user_id in members:
+                self._conv_ids_of.get(user_id, set()).discard(conv_id)
+            self._seq_streams.pop(conv_id, None)
+            self._recalls = {k: v for k, v in self._recalls.items() if k[0] != conv_id}
+            del self._conversations[conv_id]
+            deleted += len(streams) + len(members) + 1
+        return deleted
 
     async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
         erased: list[Entry] = []

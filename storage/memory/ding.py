@@ -19,8 +19,10 @@ from storage.ding_records import (
     CHANNEL_ORDER,
     STEP_TRANSITIONS,
     ChannelName,
+    ChargeOutcome,
     Ding,
     DingCreated,
+    DingDomain,
     DingRecipient,
     DingStep,
     HandOver,
@@ -30,10 +32,14 @@ from storage.ding_records import (
     QuotaBalance,
     QuotaCharge,
     StepChange,
+    StepCharge,
     StepStateName,
+    TopUp,
     step_idempotency_key,
 )
 from storage.errors import IdempotencyConflict
+from storage.memory.idempotency import IdempotencyLog
+from storage.records import IdempotencyKey
 
 _QuotaKey = tuple[str, ChannelName, str]
 
@@ -55,8 +61,23 @@ class _Balance:
     by_member: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Charge:
+    """A step's charge as recorded (``quota_charges``): state paid, exhausted, refunded or
+    void (no charge then)."""
+
+    state: str
+    charge: QuotaCharge | None
+
+
 class MemoryDingStore:
-    def __init__(self) -> None:
+    def __init__(self, *, domain: DingDomain = "cross") -> None:
+        #: Which kind of DINGs this store keeps: labels its records and its keys.
+        self._domain: DingDomain = domain
+        #: Charge key -> the recorded charge (G2 across databases).
+        self._charges: dict[str, _Charge] = {}
+        #: Steps owed a refund, ascending.
+        self._refunds: set[int] = set()
         #: DING id -> the DING without its recipients (kept in ``_recipients``).
         self._dings: dict[int, Ding] = {}
         self._recipients: dict[int, dict[int, DingRecipient]] = {}
@@ -70,6 +91,8 @@ class MemoryDingStore:
         self._cmids: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._outbox: dict[int, _OutboxRow] = {}
         self._quota: dict[_QuotaKey, _Balance] = {}
+        #: Idempotency keys of top-ups -> the balance each one filled (kept, never pruned).
+        self._topups: IdempotencyLog[_QuotaKey] = IdempotencyLog()
         self._ding_ids = itertools.count(1)
         self._step_ids = itertools.count(1)
 
@@ -141,6 +164,8 @@ class MemoryDingStore:
             call_after_s=new.call_after_s,
             round=1,
             round_at=new.send_at,
+            sealed=new.sealed,
+            domain=self._domain,
         )
         self._recipients[ding_id] = {u: DingRecipient(user_id=u) for u in new.recipients}
         for user in new.recipients:
@@ -157,17 +182,15 @@ class MemoryDingStore:
         step_ids: Sequence[int],
         *,
         now: int,
-        charges: Mapping[tuple[str, ChannelName], QuotaCharge],
+        charged: Mapping[int, StepCharge],
     ) -> HandOver:
         due = sorted(
             (s for s in (self._steps.get(i) for i in step_ids) if s and s.state == "scheduled"),
             key=lambda s: (s.due_at, CHANNEL_ORDER[s.channel], s.step_id),
         )
         for step in due:
-            if step.channel != "in_app":
-                payer = self._dings[step.ding_id].payer
-                if (payer, step.channel) not in charges:
-                    raise ValueError(f"no quota charge for {payer} {step.channel}")
+            if step.channel != "in_app" and step.step_id not in charged:
+                raise ValueError(f"no quota charge for step {step.step_id}")
         moved_steps: list[DingStep] = []
         released: list[int] = []
         for step in due:
@@ -178,25 +201,34 @@ class MemoryDingStore:
                 if ding.state == "scheduled":
                     self._dings[ding.ding_id] = replace(ding, state="sent")
                     released.append(ding.ding_id)
-            elif recipient.confirmed_at is not None or ding.state != "sent":
+                moved_steps.append(moved)
+                continue
+            paid = charged[step.step_id]
+            if recipient.confirmed_at is not None or ding.state != "sent" or paid.outcome == "void":
                 moved = self._move(step, "cancelled", now)
+            elif paid.outcome == "paid":
+                moved = self._move(step, "handed_over", now)
+                key = step_idempotency_key(
+                    ding_id=ding.ding_id,
+                    step_id=step.step_id,
+                    created_at=ding.created_at,
+                    domain=self._domain,
+                )
+                self._outbox[step.step_id] = _OutboxRow(
+                    step_id=step.step_id,
+                    key=key,
+                    charge=paid.charge,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
             else:
-                charge = charges[(ding.payer, step.channel)]
-                if self._charge(charge):
-                    moved = self._move(step, "handed_over", now)
-                    key = step_idempotency_key(
-                        ding_id=ding.ding_id, step_id=step.step_id, created_at=ding.created_at
-                    )
-                    self._outbox[step.step_id] = _OutboxRow(
-                        step_id=step.step_id,
-                        key=key,
-                        charge=charge,
-                        attempts=0,
-                        next_attempt_at=now,
-                    )
-                else:
-                    moved = self._move(step, "quota_exhausted", now)
+                moved = self._move(step, "quota_exhausted", now)
             moved_steps.append(moved)
+        # G2: a paid step that did not go to the provider is owed its unit back.
+        for step_id, paid in charged.items():
+            found = self._steps.get(step_id)
+            if paid.outcome == "paid" and found is not None and found.state == "cancelled":
+                self._refunds.add(step_id)
         # Each change carries its DING as it is after the whole transaction.
         changed = tuple((s, self._change(s.ding_id, s.user_id)) for s in moved_steps)
         return HandOver(changed=changed, released=tuple(released))
@@ -216,6 +248,13 @@ class MemoryDingStore:
         balance.used -= 1
         balance.by_member[charge.member] -= 1
 
+    def _cancel_scheduled(self, step: DingStep, now: int) -> None:
+        """Cancel a ``scheduled`` step; an SMS or call step that had fallen due may have been
+        charged (the charge commits before its hand-over): a refund is owed."""
+        self._move(step, "cancelled", now)
+        if step.channel != "in_app" and step.due_at <= now:
+            self._refunds.add(step.step_id)
+
     async def confirm(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
         row = self._recipients.get(ding_id, {}).get(user_id)
         if row is None:
@@ -232,13 +271,13 @@ class MemoryDingStore:
         for step_id in self._steps_of[(ding_id, user_id)]:
             step = self._steps[step_id]
             if step.state == "scheduled":
-                self._move(step, "cancelled", now)
+                self._cancel_scheduled(step, now)
             elif step.state == "handed_over":
                 outbox = self._outbox.get(step_id)
                 if outbox is not None and not outbox.claimed:
                     del self._outbox[step_id]
-                    self._refund(outbox.charge)
                     self._move(step, "cancelled", now)
+                    self._refunds.add(step_id)
         return self._change(ding_id, user_id)
 
     async def mark_read(self, ding_id: int, user_id: int, *, now: int) -> StepChange | None:
@@ -270,7 +309,7 @@ class MemoryDingStore:
         for user in self._recipients[ding_id]:
             for step_id in self._steps_of[(ding_id, user)]:
                 if self._steps[step_id].state == "scheduled":
-                    self._move(self._steps[step_id], "cancelled", now)
+                    self._cancel_scheduled(self._steps[step_id], now)
         return self._ding(ding_id)
 
     async def redding(
@@ -286,7 +325,7 @@ class MemoryDingStore:
         for user in users:
             for step_id in self._steps_of[(ding_id, user)]:
                 if self._steps[step_id].state == "scheduled":
-                    self._move(self._steps[step_id], "cancelled", now)
+                    self._cancel_scheduled(self._steps[step_id], now)
         self._dings[ding_id] = replace(ding, round=expect_round + 1, round_at=now)
         for step in steps:
             self._add_step(ding_id, step, round_=expect_round + 1, now=now)
@@ -331,8 +370,13 @@ class MemoryDingStore:
     async def outbox_sent(self, step_id: int, *, now: int) -> StepChange | None:
         return self._finish(step_id, "sent", now)
 
-    async def outbox_failed(self, step_id: int, *, now: int) -> StepChange | None:
-        return self._finish(step_id, "failed", now)
+    async def outbox_failed(
+        self, step_id: int, *, now: int, refund: bool = False
+    ) -> StepChange | None:
+        change = self._finish(step_id, "failed", now)
+        if change is not None and refund:
+            self._refunds.add(step_id)
+        return change
 
     def _finish(self, step_id: int, state: StepStateName, now: int) -> StepChange | None:
         if self._outbox.pop(step_id, None) is None:
@@ -357,6 +401,75 @@ class MemoryDingStore:
         for row in claimed:
             row.claimed = False
         return len(claimed)
+
+    # --- G2 across databases: charges keyed by step, refunds owed -------------------------------
+
+    async def charge_step(self, key: str, charge: QuotaCharge, *, now: int) -> ChargeOutcome:
+        recorded = self._charges.get(key)
+        if recorded is not None:
+            if recorded.state in ("paid", "refunded"):
+                return "paid"
+            return "exhausted" if recorded.state == "exhausted" else "void"
+        outcome: ChargeOutcome = "paid" if self._charge(charge) else "exhausted"
+        self._charges[key] = _Charge(state=outcome, charge=charge)
+        return outcome
+
+    async def refund_charge(self, key: str, *, now: int) -> bool:
+        recorded = self._charges.get(key)
+        if recorded is None:
+            self._charges[key] = _Charge(state="void", charge=None)
+            return False
+        if recorded.state != "paid" or recorded.charge is None:
+            return False
+        self._refund(recorded.charge)
+        recorded.state = "refunded"
+        return True
+
+    async def refunds_owed(self, *, limit: int) -> list[tuple[int, str]]:
+        owed = []
+        for step_id in sorted(self._refunds)[: max(limit, 0)]:
+            step = self._steps.get(step_id)
+            ding = None if step is None else self._dings.get(step.ding_id)
+            owed.append((step_id, "" if ding is None else ding.payer))
+        return owed
+
+    async def refunds_settled(self, step_ids: Sequence[int]) -> None:
+        self._refunds.difference_update(step_ids)
+
+    async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
+        prefix, account = f"org:{org_id}/", f"org:{org_id}"
+        limit = max(limit, 1)
+        ids = sorted(i for i, d in self._dings.items() if d.payer.startswith(prefix))[:limit]
+        deleted = 0
+        for ding_id in ids:
+            ding = self._dings.pop(ding_id)
+            self._cmids.pop((ding.sender, ding.cmid), None)
+            self._by_sender[ding.sender].remove(ding_id)
+            for user in self._recipients.pop(ding_id):
+                self._by_recipient[user].remove(ding_id)
+                for step_id in self._steps_of.pop((ding_id, user)):
+                    step = self._steps.pop(step_id)
+                    if step.state == "scheduled":
+                        index = bisect.bisect_left(self._scheduled, (step.due_at, step_id))
+                        del self._scheduled[index]
+                    self._outbox.pop(step_id, None)
+                    self._refunds.discard(step_id)
+                    deleted += 1
+                deleted += 1
+            deleted += 1
+        if ids:
+            return deleted
+        # Then its package (G2), a chunk at a time.
+        charges = [k for k, c in self._charges.items() if c.charge and c.charge.account == account]
+        for key in charges[:limit]:
+            del self._charges[key]
+        if charges:
+            return min(len(charges), limit)
+        balances = [k for k in self._quota if k[0] == account][:limit]
+        for quota_key in balances:
+            del self._quota[quota_key]
+        self._topups.forget_results(set(balances))
+        return len(balances)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -399,15 +512,27 @@ class MemoryDingStore:
         )
 
     async def top_up(
-        self, account: str, channel: ChannelName, period: str, *, units: int
-    ) -> QuotaBalance:
+        self,
+        account: str,
+        channel: ChannelName,
+        period: str,
+        *,
+        units: int,
+        idempotency: IdempotencyKey | None = None,
+    ) -> TopUp:
         if units < 0:
             raise ValueError("units must not be negative")
+        original = self._topups.lookup(idempotency)
+        if original is not None:
+            current = await self.quota_balance(*original)
+            assert current is not None
+            return TopUp(balance=current, duplicate=True)
         balance = self._quota.setdefault((account, channel, period), _Balance(granted=0))
         balance.granted += units
+        self._topups.record(idempotency, (account, channel, period), now=0)
         result = await self.quota_balance(account, channel, period)
         assert result is not None
-        return result
+        return TopUp(balance=result)
 
 
 def _newest_before(ids: list[int], before: int | None, limit: int) -> list[int]:

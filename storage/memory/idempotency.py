@@ -45,6 +45,11 @@ class IdempotencyLog(Generic[T]):
         if key is not None:
             self._recorded[(key.sender, key.client_id)] = _Recorded(key.fingerprint, result, now)
 
+    def forget_results(self, results: set[T]) -> None:
+        """Forget every key whose result is in ``results`` (its write was deleted)."""
+        for key in [k for k, recorded in self._recorded.items() if recorded.result in results]:
+            del self._recorded[key]
+
     def prune(self, *, older_than: int) -> int:
         stale = [k for k, recorded in self._recorded.items() if recorded.recorded_at < older_than]
         for k in stale:

@@ -88,6 +88,12 @@ class MemoryLiveStore:
     async def get_live(self, origin: str, number: int) -> LiveRecord | None:
         return self._records.get((origin, number))
 
+    async def delete_lives(self, origin_prefix: str, *, limit: int) -> int:
+        doomed = sorted(k for k in self._records if k[0].startswith(origin_prefix))[:limit]
+        for key in doomed:
+            del self._records[key]
+        return len(doomed)
+
     async def active_lives(self) -> list[LiveRecord]:
         active = [r for r in self._records.values() if r.active]
         return sorted(active, key=lambda r: (r.started_at, r.origin, r.number))

@@ -8,6 +8,8 @@ import msgspec
 
 from storage.enterprise import AccountStatus, EnterpriseAccount, LoginRecord
 from storage.errors import AlreadyExists
+from storage.group_capacity import GroupExpansion
+from storage.memory.group_capacity import MemoryGroupCapacity
 from storage.orgs import (
     AuditEntry,
     JoinRequest,
@@ -34,9 +36,13 @@ class _Org:
         #: P5: enterprise accounts by user id, and their login records, oldest first.
         self.accounts: dict[int, EnterpriseAccount] = {}
         self.logins: list[LoginRecord] = []
+        #: M2: the group-expansion package's ledger, (sender, client id) -> (fingerprint,
+        #: kind, units) in order, and the expansions it paid for by (conv id, member limit).
+        self.group_ledger: dict[tuple[int, str], tuple[bytes, str, int]] = {}
+        self.group_expansions: dict[tuple[str, int], GroupExpansion] = {}
 
 
-class MemoryOrganisationStore:
+class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_capacity.py
     def __init__(self) -> None:
         self._orgs: dict[int, _Org] = {}
 
@@ -218,6 +224,7 @@ class MemoryOrganisationStore:
             conv_ref=copy.conv_ref,
             ts=copy.ts,
             body=copy.body,
+            source=copy.source,
         )
         state.copies[record.copy_id] = record
         state.sources[copy.source] = record.copy_id
@@ -336,6 +343,12 @@ class MemoryOrganisationStore:
         while state.accounts and deleted < limit:
             del state.accounts[next(iter(state.accounts))]
             deleted += 1
+        while state.group_ledger and deleted < limit:  # M2
+            del state.group_ledger[next(iter(state.group_ledger))]
+            deleted += 1
+        while state.group_expansions and deleted < limit:
+            del state.group_expansions[next(iter(state.group_expansions))]
+            deleted += 1
         if deleted == 0:
             del self._orgs[org_id]
             state.sources.clear()
@@ -376,6 +389,18 @@ class MemoryOrganisationStore:
             if user_id in state.accounts:
                 return state.accounts[user_id]
         return None
+
+    async def list_accounts(
+        self, org_id: int, *, after_account: str = "", limit: int
+    ) -> list[EnterpriseAccount]:
+        state = self._orgs.get(org_id)
+        if state is None:
+            return []
+        found = sorted(
+            (a for a in state.accounts.values() if a.account > after_account),
+            key=lambda a: a.account,
+        )
+        return found[: max(limit, 0)]
 
     def _replace_account(self, org_id: int, user_id: int, **changes: object) -> EnterpriseAccount:
         state = self._org(org_id)

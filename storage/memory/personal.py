@@ -129,13 +129,16 @@ class MemoryPersonalStore:
         if device is not None:
             self._devices[device_id] = replace(device, last_seen_at=now)
 
-    async def ack_device(self, device_id: int, *, conversations: int, personal: int) -> None:
+    async def ack_device(
+        self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
+    ) -> None:
         device = self._devices.get(device_id)
         if device is not None:
             self._devices[device_id] = replace(
                 device,
                 acked_conversations=max(device.acked_conversations, conversations),
                 acked_personal=max(device.acked_personal, personal),
+                acked_organisation=max(device.acked_organisation, organisation),
             )
 
     # refresh sessions

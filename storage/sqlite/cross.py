@@ -25,6 +25,7 @@ from storage.records import (
     Appended,
     Conversation,
     Entry,
+    IdempotencyKey,
     Member,
     NewEntry,
     PendingEffect,
@@ -33,16 +34,18 @@ from storage.records import (
     Recall,
     Summary,
 )
-from storage.sqlite.cross_append import append_entry, append_unsequenced
+from storage.sqlite.cross_append import append_entry, append_unsequenced, recorded_write
+from storage.sqlite.cross_delete import delete_conversations, prefix_range
 from storage.sqlite.cross_rows import (
+    CONVERSATION_BY_ID,
     CONVERSATION_COLUMNS,
     ENTRY_COLUMNS,
+    MEMBER_BY_KEY,
     MEMBER_COLUMNS,
     SELECT_ENTRY,
     SELECT_MEMBER,
     conversation_of,
     entry_of,
-    fetch_conversation,
     fetch_entry_at_stream,
     fetch_member,
     member_of,
@@ -128,6 +131,30 @@ class SqliteCrossDomainStore:
 
         return await self._writer.run("recall_entry", recall)
 
+    async def recorded(self, key: IdempotencyKey) -> Appended | None:
+        def recorded(conn: sqlite3.Connection) -> Appended | None:
+            return recorded_write(conn, key)
+
+        return await self._readers.run("recorded", recorded)
+
+    async def count_conversations(self, id_prefix: str) -> int:
+        low, high = prefix_range(id_prefix)
+
+        def count(conn: sqlite3.Connection) -> int:
+            (n,) = conn.execute(
+                "SELECT count(*) FROM conversations WHERE conv_id >= ? AND conv_id < ?",
+                (low, high),
+            ).fetchone()
+            return int(n)
+
+        return await self._readers.run("count_conversations", count)
+
+    async def delete_conversations(self, id_prefix: str, *, limit: int) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return delete_conversations(conn, id_prefix, max(limit, 1))
+
+        return await self._writer.run("delete_conversations", delete)
+
     async def erase_sender(self, user_id: int, *, now: int, limit: int) -> list[Entry]:
         def erase_sender(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
@@ -212,13 +239,13 @@ class SqliteCrossDomainStore:
         return await self._readers.run("pending_effects", pending_effects)
 
     async def get_conversation(self, conv_id: str) -> Conversation | None:
-        return await self._readers.run_inline(
-            "get_conversation", lambda conn: fetch_conversation(conn, conv_id)
+        return await self._readers.lookup(
+            "get_conversation", CONVERSATION_BY_ID, (conv_id,), conversation_of
         )
 
     async def get_member(self, conv_id: str, user_id: int) -> Member | None:
-        return await self._readers.run_inline(
-            "get_member", lambda conn: fetch_member(conn, conv_id, user_id)
+        return await self._readers.lookup(
+            "get_member", MEMBER_BY_KEY, (conv_id, user_id), member_of
         )
 
     async def list_members(self, conv_id: str, *, after_user: int, limit: int) -> list[Member]:

@@ -3,8 +3,8 @@
 ``append_entry`` follows the steps of ``CrossDomainStore.append`` in order; it runs in the
 writer thread inside its own savepoint, so any exception leaves nothing behind. The common
 path (a message to an existing conversation, with an idempotency key and a membership
-precondition) is seven constant, cached statements: key lookup, conversation, membership
-check, entry insert, sender's read position, conversation update, key insert.
+precondition) is six constant, cached statements: key lookup, conversation with the
+membership check, entry insert, sender's read position, conversation update, key insert.
 """
 
 from __future__ import annotations
@@ -20,38 +20,68 @@ from storage.records import (
     ConversationChange,
     Entry,
     EntryKind,
+    IdempotencyKey,
     MemberChange,
     NewConversation,
     NewEntry,
 )
-from storage.sqlite.cross_rows import fetch_conversation, fetch_entry_at_stream, fetch_member
+from storage.sqlite.cross_rows import (
+    CONVERSATION_COLUMNS,
+    conversation_of,
+    fetch_conversation,
+    fetch_entry_at_stream,
+    fetch_member,
+)
+
+#: The conversation, and whether the user is a current member of it (``Member.active``).
+_CONVERSATION_AND_MEMBERSHIP = f"""
+    SELECT {CONVERSATION_COLUMNS}, m.user_id IS NOT NULL AND m.left_seq IS NULL
+    FROM conversations AS c
+    LEFT JOIN members AS m ON m.conv_id = c.conv_id AND m.user_id = ?
+    WHERE c.conv_id = ?
+"""
+
+
+def recorded_write(conn: sqlite3.Connection, key: IdempotencyKey) -> Appended | None:
+    """The write recorded under ``key`` as a duplicate ``Appended``, or None."""
+    recorded = conn.execute(
+        "SELECT fingerprint, stream FROM idempotency WHERE sender = ? AND client_id = ?",
+        (key.sender, key.client_id),
+    ).fetchone()
+    if recorded is None:
+        return None
+    if recorded[0] != key.fingerprint:
+        raise IdempotencyConflict("idempotency key reused for a different request")
+    first = fetch_entry_at_stream(conn, recorded[1])
+    current = fetch_conversation(conn, first.conv_id)
+    assert current is not None
+    return Appended(entry=first, conversation=current, duplicate=True)
 
 
 def append_entry(conn: sqlite3.Connection, entry: NewEntry) -> Appended:
     key = entry.idempotency
     if key is not None:
-        recorded = conn.execute(
-            "SELECT fingerprint, stream FROM idempotency WHERE sender = ? AND client_id = ?",
-            (key.sender, key.client_id),
-        ).fetchone()
-        if recorded is not None:
-            if recorded[0] != key.fingerprint:
-                raise IdempotencyConflict("idempotency key reused for a different request")
-            first = fetch_entry_at_stream(conn, recorded[1])
-            current = fetch_conversation(conn, first.conv_id)
-            assert current is not None
-            return Appended(entry=first, conversation=current, duplicate=True)
+        found = recorded_write(conn, key)
+        if found is not None:
+            return found
 
     conv_id = entry.conv_id
-    conversation = fetch_conversation(conn, conv_id)
+    if entry.require_member is not None:
+        # The conversation and the membership precondition in one statement.
+        row = conn.execute(_CONVERSATION_AND_MEMBERSHIP, (entry.require_member, conv_id)).fetchone()
+        conversation = None if row is None else conversation_of(row[:-1])
+        is_member = row is not None and bool(row[-1])
+    else:
+        conversation = fetch_conversation(conn, conv_id)
     if conversation is None:
         if entry.create is None:
             raise ConversationMissing("conversation does not exist")
         conversation = _create(conn, entry.create, now=entry.ts)
-    if entry.require_member is not None:
-        required = fetch_member(conn, conv_id, entry.require_member)
-        if required is None or not required.active:
-            raise NotAMember("user is not a current member")
+        if entry.require_member is not None:
+            required = fetch_member(conn, conv_id, entry.require_member)
+            is_member = required is not None and required.active
+    if entry.require_member is not None and not is_member:
+        raise NotAMember("user is not a current member")
 
     seq = conversation.last_seq + 1
     cursor = conn.execute(

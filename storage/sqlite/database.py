@@ -90,9 +90,11 @@ def _prepare_writer(path: Path, domain: str, options: DatabaseOptions) -> sqlite
 
 
 def _open_readers(path: Path, options: DatabaseOptions) -> list[sqlite3.Connection]:
+    """The pool's ``options.readers`` connections, and one more for lookups on the trio
+    thread (``ReaderPool.run_inline``), last."""
     opened: list[sqlite3.Connection] = []
     try:
-        for _ in range(options.readers):
+        for _ in range(options.readers + 1):
             opened.append(connect(path, options, read_only=True))
     except BaseException:
         for conn in opened:
@@ -123,5 +125,7 @@ async def open_database(
             )
         )
         reader_conns = await trio.to_thread.run_sync(_open_readers, path, options)
-        readers = await stack.enter_async_context(open_readers(reader_conns, name=path.name))
+        readers = await stack.enter_async_context(
+            open_readers(reader_conns[:-1], name=path.name, inline=reader_conns[-1])
+        )
         yield Database(path=path, writer=writer, readers=readers)

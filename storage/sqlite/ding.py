@@ -19,8 +19,10 @@ from storage.ding_records import (
     CHANNEL_ORDER,
     STEP_TRANSITIONS,
     ChannelName,
+    ChargeOutcome,
     Ding,
     DingCreated,
+    DingDomain,
     DingRecipient,
     DingStep,
     HandOver,
@@ -30,24 +32,35 @@ from storage.ding_records import (
     QuotaBalance,
     QuotaCharge,
     StepChange,
+    StepCharge,
     StepStateName,
+    TopUp,
     step_idempotency_key,
 )
 from storage.errors import IdempotencyConflict
+from storage.records import IdempotencyKey
 from storage.sqlite.database import Database
 
 _DING_COLUMNS: Final = (
     "ding_id, sender, payer, text, cmid, state, created_at, send_at, sms_after_s, call_after_s,"
-    " round, round_at"
+    " round, round_at, sealed"
 )
 _STEP_COLUMNS: Final = "step_id, ding_id, user_id, channel, round, due_at, state, changed_at"
 _SELECT_STEP: Final = f"SELECT {_STEP_COLUMNS} FROM ding_steps"
+#: The quota tables and their primary keys, in the order an organisation's package goes.
+_QUOTA_KEYS: Final = (
+    ("quota_charges", "charge_key"),
+    ("quota_usage", "account, channel, period, member"),
+    ("quota_topups", "sender, client_id"),
+    ("quota_balances", "account, channel, period"),
+)
 #: SQLite's default limit on host parameters is 32766; stay well below it.
 _CHUNK: Final = 500
 
 
-def _ding_header(row: Any) -> Ding:
-    (ding_id, sender, payer, text, cmid, state, created, send_at, sms, call, round_, at) = row
+def _ding_header(row: Any, domain: DingDomain) -> Ding:
+    *header, sealed = row
+    (ding_id, sender, payer, text, cmid, state, created, send_at, sms, call, round_, at) = header
     return Ding(
         ding_id=ding_id,
         sender=sender,
@@ -61,6 +74,8 @@ def _ding_header(row: Any) -> Ding:
         call_after_s=call,
         round=round_,
         round_at=at,
+        sealed=None if sealed is None else bytes(sealed),
+        domain=domain,
     )
 
 
@@ -78,7 +93,9 @@ def _step_of(row: Any) -> DingStep:
     )
 
 
-def _fetch_dings(conn: sqlite3.Connection, ding_ids: Sequence[int]) -> list[Ding]:
+def _fetch_dings(
+    conn: sqlite3.Connection, domain: DingDomain, ding_ids: Sequence[int]
+) -> list[Ding]:
     """The DINGs among ``ding_ids`` with recipients and steps, in the order given."""
     found: dict[int, Ding] = {}
     recipients: dict[int, list[DingRecipient]] = {}
@@ -88,7 +105,7 @@ def _fetch_dings(conn: sqlite3.Connection, ding_ids: Sequence[int]) -> list[Ding
         for row in conn.execute(
             f"SELECT {_DING_COLUMNS} FROM dings WHERE ding_id IN ({marks})", chunk
         ):
-            found[row[0]] = _ding_header(row)
+            found[row[0]] = _ding_header(row, domain)
         for ding_id, user_id, delivered, read, confirmed in conn.execute(
             "SELECT ding_id, user_id, delivered_at, read_at, confirmed_at FROM ding_recipients"
             f" WHERE ding_id IN ({marks}) ORDER BY ding_id, user_id",
@@ -123,19 +140,22 @@ def _fetch_dings(conn: sqlite3.Connection, ding_ids: Sequence[int]) -> list[Ding
     return result
 
 
-def _fetch_ding(conn: sqlite3.Connection, ding_id: int) -> Ding | None:
-    found = _fetch_dings(conn, [ding_id])
+def _fetch_ding(conn: sqlite3.Connection, domain: DingDomain, ding_id: int) -> Ding | None:
+    found = _fetch_dings(conn, domain, [ding_id])
     return found[0] if found else None
 
 
-def _changes(conn: sqlite3.Connection, pairs: Iterable[tuple[int, int]]) -> list[StepChange]:
+def _changes(
+    conn: sqlite3.Connection, domain: DingDomain, pairs: Iterable[tuple[int, int]]
+) -> list[StepChange]:
     pairs = list(pairs)
-    dings = {d.ding_id: d for d in _fetch_dings(conn, list(dict.fromkeys(p[0] for p in pairs)))}
+    ids = list(dict.fromkeys(p[0] for p in pairs))
+    dings = {d.ding_id: d for d in _fetch_dings(conn, domain, ids)}
     return [StepChange(ding=dings[ding_id], user_id=user) for ding_id, user in pairs]
 
 
-def _change(conn: sqlite3.Connection, ding_id: int, user_id: int) -> StepChange:
-    return _changes(conn, [(ding_id, user_id)])[0]
+def _change(conn: sqlite3.Connection, domain: DingDomain, ding_id: int, user_id: int) -> StepChange:
+    return _changes(conn, domain, [(ding_id, user_id)])[0]
 
 
 def _chunks(values: Sequence[int]) -> Iterable[list[int]]:
@@ -217,6 +237,33 @@ def _charge(conn: sqlite3.Connection, charge: QuotaCharge) -> bool:
     return True
 
 
+def _owe_refund(conn: sqlite3.Connection, step_id: int) -> None:
+    conn.execute("INSERT OR IGNORE INTO ding_refunds (step_id) VALUES (?)", (step_id,))
+
+
+def _owe_refund_if_due(conn: sqlite3.Connection, step: DingStep, now: int) -> None:
+    """G2: an SMS or call step cancelled while still ``scheduled`` after it fell due may have
+    been charged already (the charge commits before its hand-over): a refund is owed. One
+    not yet due was never charged."""
+    if step.channel != "in_app" and step.due_at <= now:
+        _owe_refund(conn, step.step_id)
+
+
+def _cancel_scheduled(
+    conn: sqlite3.Connection, ding_id: int, user_id: int | None, now: int
+) -> None:
+    """Cancel the DING's ``scheduled`` steps (of ``user_id`` only, if given)."""
+    where = "ding_id = ? AND state = 'scheduled'"
+    args: tuple[int, ...] = (ding_id,)
+    if user_id is not None:
+        where += " AND user_id = ?"
+        args += (user_id,)
+    steps = [_step_of(r) for r in conn.execute(f"{_SELECT_STEP} WHERE {where}", args)]
+    for step in steps:
+        _move(conn, step, "cancelled", now)
+        _owe_refund_if_due(conn, step, now)
+
+
 def _refund(conn: sqlite3.Connection, account: str, channel: str, period: str, member: int) -> None:
     key = (account, channel, period)
     conn.execute(
@@ -229,6 +276,18 @@ def _refund(conn: sqlite3.Connection, account: str, channel: str, period: str, m
         " WHERE account = ? AND channel = ? AND period = ? AND member = ?",
         (*key, member),
     )
+
+
+def _recorded_outcome(state: str) -> ChargeOutcome:
+    """A recorded charge as ``charge_step`` answers it again: a refunded unit was paid."""
+    if state in ("paid", "refunded"):
+        return "paid"
+    return "exhausted" if state == "exhausted" else "void"
+
+
+def _payer_range(org_id: int) -> tuple[str, str]:
+    """[low, high) of the payers ``org:<org>/...``: ``/`` sorts just below ``0``."""
+    return f"org:{org_id}/", f"org:{org_id}0"
 
 
 def _balance(
@@ -257,16 +316,23 @@ def _balance(
 
 
 def _newest_first(
-    conn: sqlite3.Connection, sql: str, args: tuple[Any, ...], before: int | None, limit: int
+    conn: sqlite3.Connection,
+    domain: DingDomain,
+    sql: str,
+    args: tuple[Any, ...],
+    before: int | None,
+    limit: int,
 ) -> list[Ding]:
     ids = [ding_id for (ding_id,) in conn.execute(sql, (*args, before, before, max(limit, 0)))]
-    return _fetch_dings(conn, ids)
+    return _fetch_dings(conn, domain, ids)
 
 
 class SqliteDingStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, domain: DingDomain = "cross") -> None:
         self._writer = database.writer
         self._readers = database.readers
+        #: Which kind of DINGs this database keeps: labels its records and its keys.
+        self._domain: DingDomain = domain
 
     # writes
 
@@ -279,13 +345,13 @@ class SqliteDingStore:
             if row is not None:
                 if bytes(row[1]) != new.fingerprint:
                     raise IdempotencyConflict("idempotency key reused for a different DING")
-                original = _fetch_ding(conn, row[0])
+                original = _fetch_ding(conn, self._domain, row[0])
                 assert original is not None
                 return DingCreated(ding=original, duplicate=True)
             ding_id = conn.execute(
                 "INSERT INTO dings (sender, payer, text, cmid, fingerprint, state, created_at,"
-                " send_at, sms_after_s, call_after_s, round, round_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING ding_id",
+                " send_at, sms_after_s, call_after_s, round, round_at, sealed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING ding_id",
                 (
                     new.sender,
                     new.payer,
@@ -298,6 +364,7 @@ class SqliteDingStore:
                     new.sms_after_s,
                     new.call_after_s,
                     new.send_at,
+                    new.sealed,
                 ),
             ).fetchone()[0]
             conn.executemany(
@@ -305,7 +372,7 @@ class SqliteDingStore:
                 [(ding_id, user) for user in new.recipients],
             )
             _insert_steps(conn, ding_id, new.steps, round_=1, now=new.created_at)
-            created = _fetch_ding(conn, ding_id)
+            created = _fetch_ding(conn, self._domain, ding_id)
             assert created is not None
             return DingCreated(ding=created)
 
@@ -316,13 +383,17 @@ class SqliteDingStore:
         step_ids: Sequence[int],
         *,
         now: int,
-        charges: Mapping[tuple[str, ChannelName], QuotaCharge],
+        charged: Mapping[int, StepCharge],
     ) -> HandOver:
         def hand_over_steps(conn: sqlite3.Connection) -> HandOver:
+            steps = _steps_in(conn, step_ids)
             due = sorted(
-                (s for s in _steps_in(conn, step_ids) if s.state == "scheduled"),
+                (s for s in steps if s.state == "scheduled"),
                 key=lambda s: (s.due_at, CHANNEL_ORDER[s.channel], s.step_id),
             )
+            for step in due:
+                if step.channel != "in_app" and step.step_id not in charged:
+                    raise ValueError(f"no quota charge for step {step.step_id}")
             moved_steps: list[DingStep] = []
             released: list[int] = []
             headers: dict[int, Ding] = {}
@@ -332,7 +403,7 @@ class SqliteDingStore:
                     row = conn.execute(
                         f"SELECT {_DING_COLUMNS} FROM dings WHERE ding_id = ?", (step.ding_id,)
                     ).fetchone()
-                    ding = headers[step.ding_id] = _ding_header(row)
+                    ding = headers[step.ding_id] = _ding_header(row, self._domain)
                 if step.channel == "in_app":
                     moved_steps.append(_move(conn, step, "sent", now))
                     if ding.state == "scheduled":
@@ -346,19 +417,21 @@ class SqliteDingStore:
                     "SELECT confirmed_at FROM ding_recipients WHERE ding_id = ? AND user_id = ?",
                     (step.ding_id, step.user_id),
                 ).fetchone()
-                if confirmed is not None or ding.state != "sent":
+                paid = charged[step.step_id]
+                if confirmed is not None or ding.state != "sent" or paid.outcome == "void":
                     moved_steps.append(_move(conn, step, "cancelled", now))
                     continue
-                charge = charges.get((ding.payer, step.channel))
-                if charge is None:
-                    raise ValueError(f"no quota charge for {ding.payer} {step.channel}")
-                if not _charge(conn, charge):
+                if paid.outcome == "exhausted":
                     moved_steps.append(_move(conn, step, "quota_exhausted", now))
                     continue
                 moved_steps.append(_move(conn, step, "handed_over", now))
                 key = step_idempotency_key(
-                    ding_id=ding.ding_id, step_id=step.step_id, created_at=ding.created_at
+                    ding_id=ding.ding_id,
+                    step_id=step.step_id,
+                    created_at=ding.created_at,
+                    domain=self._domain,
                 )
+                charge = paid.charge
                 conn.execute(
                     "INSERT INTO ding_outbox (step_id, idempotency_key, account, channel,"
                     " period, member, attempts, next_attempt_at, claimed)"
@@ -373,7 +446,15 @@ class SqliteDingStore:
                         now,
                     ),
                 )
-            changes = _changes(conn, [(s.ding_id, s.user_id) for s in moved_steps])
+            # G2: a paid step that did not go to the provider is owed its unit back.
+            after = {s.step_id: s.state for s in _steps_in(conn, list(charged))}
+            owed = [
+                (step_id,)
+                for step_id, paid in charged.items()
+                if paid.outcome == "paid" and after.get(step_id) == "cancelled"
+            ]
+            conn.executemany("INSERT OR IGNORE INTO ding_refunds (step_id) VALUES (?)", owed)
+            changes = _changes(conn, self._domain, [(s.ding_id, s.user_id) for s in moved_steps])
             return HandOver(
                 changed=tuple(zip(moved_steps, changes, strict=True)), released=tuple(released)
             )
@@ -389,7 +470,7 @@ class SqliteDingStore:
             if row is None:
                 return None
             if row[0] is not None:
-                return _change(conn, ding_id, user_id)
+                return _change(conn, self._domain, ding_id, user_id)
             conn.execute(
                 "UPDATE ding_recipients SET confirmed_at = ?, read_at = coalesce(read_at, ?),"
                 " delivered_at = coalesce(delivered_at, ?) WHERE ding_id = ? AND user_id = ?",
@@ -406,16 +487,14 @@ class SqliteDingStore:
             for step in steps:
                 if step.state == "scheduled":
                     _move(conn, step, "cancelled", now)
+                    _owe_refund_if_due(conn, step, now)
                     continue
-                outbox = conn.execute(
-                    "DELETE FROM ding_outbox WHERE step_id = ? AND claimed = 0"
-                    " RETURNING account, channel, period, member",
-                    (step.step_id,),
-                ).fetchone()
-                if outbox is not None:
-                    _refund(conn, *outbox)
+                if conn.execute(
+                    "DELETE FROM ding_outbox WHERE step_id = ? AND claimed = 0", (step.step_id,)
+                ).rowcount:
                     _move(conn, step, "cancelled", now)
-            return _change(conn, ding_id, user_id)
+                    _owe_refund(conn, step.step_id)
+            return _change(conn, self._domain, ding_id, user_id)
 
         return await self._writer.run("confirm_ding", confirm_ding)
 
@@ -426,7 +505,7 @@ class SqliteDingStore:
                 " delivered_at = coalesce(delivered_at, ?) WHERE ding_id = ? AND user_id = ?",
                 (now, now, ding_id, user_id),
             ).rowcount
-            return _change(conn, ding_id, user_id) if found else None
+            return _change(conn, self._domain, ding_id, user_id) if found else None
 
         return await self._writer.run("mark_ding_read", mark_ding_read)
 
@@ -442,7 +521,7 @@ class SqliteDingStore:
                     (now, ding_id, user),
                 ).rowcount:
                     changed.append((ding_id, user))
-            return _changes(conn, changed)
+            return _changes(conn, self._domain, changed)
 
         return await self._writer.run("mark_ding_delivered", mark_ding_delivered)
 
@@ -453,12 +532,8 @@ class SqliteDingStore:
                 (ding_id,),
             ).rowcount:
                 return None
-            conn.execute(
-                "UPDATE ding_steps SET state = 'cancelled', changed_at = ?"
-                " WHERE ding_id = ? AND state = 'scheduled'",
-                (now, ding_id),
-            )
-            return _fetch_ding(conn, ding_id)
+            _cancel_scheduled(conn, ding_id, None, now)
+            return _fetch_ding(conn, self._domain, ding_id)
 
         return await self._writer.run("cancel_ding", cancel_ding)
 
@@ -482,13 +557,9 @@ class SqliteDingStore:
                     is None
                 ):
                     raise ValueError("a re-DING step names no recipient of the DING")
-                conn.execute(
-                    "UPDATE ding_steps SET state = 'cancelled', changed_at = ?"
-                    " WHERE ding_id = ? AND user_id = ? AND state = 'scheduled'",
-                    (now, ding_id, user),
-                )
+                _cancel_scheduled(conn, ding_id, user, now)
             _insert_steps(conn, ding_id, steps, round_=expect_round + 1, now=now)
-            return _fetch_ding(conn, ding_id)
+            return _fetch_ding(conn, self._domain, ding_id)
 
         return await self._writer.run("redding", redding)
 
@@ -540,16 +611,22 @@ class SqliteDingStore:
     async def outbox_sent(self, step_id: int, *, now: int) -> StepChange | None:
         return await self._finish(step_id, "sent", now)
 
-    async def outbox_failed(self, step_id: int, *, now: int) -> StepChange | None:
-        return await self._finish(step_id, "failed", now)
+    async def outbox_failed(
+        self, step_id: int, *, now: int, refund: bool = False
+    ) -> StepChange | None:
+        return await self._finish(step_id, "failed", now, refund=refund)
 
-    async def _finish(self, step_id: int, state: StepStateName, now: int) -> StepChange | None:
+    async def _finish(
+        self, step_id: int, state: StepStateName, now: int, *, refund: bool = False
+    ) -> StepChange | None:
         def finish_outbox(conn: sqlite3.Connection) -> StepChange | None:
             if not conn.execute("DELETE FROM ding_outbox WHERE step_id = ?", (step_id,)).rowcount:
                 return None
             (step,) = _steps_in(conn, [step_id])
             _move(conn, step, state, now)
-            return _change(conn, step.ding_id, step.user_id)
+            if refund:
+                _owe_refund(conn, step_id)
+            return _change(conn, self._domain, step.ding_id, step.user_id)
 
         return await self._writer.run(f"ding_outbox_{state}", finish_outbox)
 
@@ -564,7 +641,7 @@ class SqliteDingStore:
             ).rowcount:
                 return None
             (step,) = _steps_in(conn, [step_id])
-            return _change(conn, step.ding_id, step.user_id)
+            return _change(conn, self._domain, step.ding_id, step.user_id)
 
         return await self._writer.run("ding_outbox_retry", retry_outbox)
 
@@ -574,13 +651,153 @@ class SqliteDingStore:
 
         return await self._writer.run("release_ding_outbox_claims", release_claims)
 
+    # G2 across databases: charges keyed by step, refunds owed
+
+    async def charge_step(self, key: str, charge: QuotaCharge, *, now: int) -> ChargeOutcome:
+        def charge_step(conn: sqlite3.Connection) -> ChargeOutcome:
+            row = conn.execute(
+                "SELECT state FROM quota_charges WHERE charge_key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                return _recorded_outcome(row[0])
+            outcome: ChargeOutcome = "paid" if _charge(conn, charge) else "exhausted"
+            conn.execute(
+                "INSERT INTO quota_charges (charge_key, account, channel, period, member,"
+                " state, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    charge.account,
+                    charge.channel,
+                    charge.period,
+                    charge.member,
+                    outcome,
+                    now,
+                ),
+            )
+            return outcome
+
+        return await self._writer.run("charge_ding_step", charge_step)
+
+    async def refund_charge(self, key: str, *, now: int) -> bool:
+        def refund_charge(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT state, account, channel, period, member FROM quota_charges"
+                " WHERE charge_key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO quota_charges (charge_key, state, at) VALUES (?, 'void', ?)",
+                    (key, now),
+                )
+                return False
+            state, account, channel, period, member = row
+            if state != "paid":
+                return False
+            _refund(conn, account, channel, period, member)
+            conn.execute(
+                "UPDATE quota_charges SET state = 'refunded', at = ? WHERE charge_key = ?",
+                (now, key),
+            )
+            return True
+
+        return await self._writer.run("refund_ding_charge", refund_charge)
+
+    async def refunds_owed(self, *, limit: int) -> list[tuple[int, str]]:
+        def refunds_owed(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                "SELECT r.step_id, coalesce(d.payer, '') FROM ding_refunds AS r"
+                " LEFT JOIN ding_steps AS s ON s.step_id = r.step_id"
+                " LEFT JOIN dings AS d ON d.ding_id = s.ding_id"
+                " ORDER BY r.step_id LIMIT ?",
+                (max(limit, 0),),
+            )
+            return [(int(step), str(payer)) for step, payer in rows]
+
+        return await self._readers.run("ding_refunds_owed", refunds_owed)
+
+    async def refunds_settled(self, step_ids: Sequence[int]) -> None:
+        def refunds_settled(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM ding_refunds WHERE step_id = ?", [(s,) for s in step_ids])
+
+        await self._writer.run("ding_refunds_settled", refunds_settled)
+
+    async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
+        low, high = _payer_range(org_id)
+        account = f"org:{org_id}"
+
+        def delete_org_chunk(conn: sqlite3.Connection) -> int:
+            ids = [
+                int(d)
+                for (d,) in conn.execute(
+                    "SELECT ding_id FROM dings WHERE payer >= ? AND payer < ?"
+                    " ORDER BY ding_id LIMIT ?",
+                    (low, high, max(limit, 1)),
+                )
+            ]
+            deleted = 0
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                steps = f"SELECT step_id FROM ding_steps WHERE ding_id IN ({marks})"
+                for table in ("ding_outbox", "ding_refunds"):
+                    conn.execute(f"DELETE FROM {table} WHERE step_id IN ({steps})", chunk)
+                for table in ("ding_steps", "ding_recipients", "dings"):
+                    deleted += conn.execute(
+                        f"DELETE FROM {table} WHERE ding_id IN ({marks})", chunk
+                    ).rowcount
+            if ids:
+                return deleted
+            # Then its package (G2), a chunk at a time: charges first (one per step ever).
+            for table, key in _QUOTA_KEYS:
+                deleted += conn.execute(
+                    f"DELETE FROM {table} WHERE ({key}) IN"
+                    f" (SELECT {key} FROM {table} WHERE account = ? LIMIT ?)",
+                    (account, max(limit, 1)),
+                ).rowcount
+                if deleted:
+                    return deleted
+            return 0
+
+        return await self._writer.run("delete_org_dings", delete_org_chunk)
+
     async def top_up(
-        self, account: str, channel: ChannelName, period: str, *, units: int
-    ) -> QuotaBalance:
+        self,
+        account: str,
+        channel: ChannelName,
+        period: str,
+        *,
+        units: int,
+        idempotency: IdempotencyKey | None = None,
+    ) -> TopUp:
         if units < 0:
             raise ValueError("units must not be negative")
 
-        def top_up(conn: sqlite3.Connection) -> QuotaBalance:
+        def top_up(conn: sqlite3.Connection) -> TopUp:
+            if idempotency is not None:
+                row = conn.execute(
+                    "SELECT fingerprint, account, channel, period FROM quota_topups"
+                    " WHERE sender = ? AND client_id = ?",
+                    (idempotency.sender, idempotency.client_id),
+                ).fetchone()
+                if row is not None:
+                    if bytes(row[0]) != idempotency.fingerprint:
+                        raise IdempotencyConflict("idempotency key reused for a different top-up")
+                    current = _balance(conn, row[1], row[2], row[3])
+                    assert current is not None
+                    return TopUp(balance=current, duplicate=True)
+                conn.execute(
+                    "INSERT INTO quota_topups (sender, client_id, fingerprint, account, channel,"
+                    " period, units) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        idempotency.sender,
+                        idempotency.client_id,
+                        idempotency.fingerprint,
+                        account,
+                        channel,
+                        period,
+                        units,
+                    ),
+                )
             conn.execute(
                 "INSERT INTO quota_balances (account, channel, period, granted, used)"
                 " VALUES (?, ?, ?, ?, 0) ON CONFLICT (account, channel, period)"
@@ -589,20 +806,23 @@ class SqliteDingStore:
             )
             balance = _balance(conn, account, channel, period)
             assert balance is not None
-            return balance
+            return TopUp(balance=balance)
 
         return await self._writer.run("top_up_quota", top_up)
 
     # reads
 
     async def get(self, ding_id: int) -> Ding | None:
-        return await self._readers.run("get_ding", lambda conn: _fetch_ding(conn, ding_id))
+        return await self._readers.run(
+            "get_ding", lambda conn: _fetch_ding(conn, self._domain, ding_id)
+        )
 
     async def list_sent(self, sender: int, *, before: int | None, limit: int) -> list[Ding]:
         return await self._readers.run(
             "list_sent_dings",
             lambda conn: _newest_first(
                 conn,
+                self._domain,
                 "SELECT ding_id FROM dings WHERE sender = ? AND (? IS NULL OR ding_id < ?)"
                 " ORDER BY ding_id DESC LIMIT ?",
                 (sender,),
@@ -616,6 +836,7 @@ class SqliteDingStore:
             "list_received_dings",
             lambda conn: _newest_first(
                 conn,
+                self._domain,
                 "SELECT r.ding_id FROM ding_recipients AS r JOIN dings AS d"
                 " ON d.ding_id = r.ding_id WHERE r.user_id = ? AND d.state = 'sent'"
                 " AND (? IS NULL OR r.ding_id < ?) ORDER BY r.ding_id DESC LIMIT ?",

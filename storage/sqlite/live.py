@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage.live import LiveRecord, NewLive
+from storage.sqlite.cross_delete import prefix_range
 from storage.sqlite.database import Database
 
 _STREAM = (
@@ -112,6 +113,24 @@ class SqliteLiveStore:
             return _fetch(conn, origin, number)
 
         return await self._readers.run("get_live", get_live)
+
+    async def delete_lives(self, origin_prefix: str, *, limit: int) -> int:
+        low, high = prefix_range(origin_prefix)
+
+        def delete_lives(conn: sqlite3.Connection) -> int:
+            keys = conn.execute(
+                "SELECT origin, number FROM live_streams WHERE origin >= ? AND origin < ?"
+                " ORDER BY origin, number LIMIT ?",
+                (low, high, max(limit, 1)),
+            ).fetchall()
+            for origin, number in keys:
+                for table in ("live_links", "live_invited", "live_streams"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE origin = ? AND number = ?", (origin, number)
+                    )
+            return len(keys)
+
+        return await self._writer.run("delete_lives", delete_lives)
 
     async def active_lives(self) -> list[LiveRecord]:
         def active_lives(conn: sqlite3.Connection) -> list[LiveRecord]:

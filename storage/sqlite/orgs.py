@@ -21,6 +21,7 @@ from storage.orgs import (
     RequestStatus,
 )
 from storage.sqlite.database import Database
+from storage.sqlite.group_capacity import SqliteGroupCapacity
 
 _ORG = (
     "SELECT org_id, name, disclosure, created_at, created_by, verified, verified_at,"
@@ -34,7 +35,9 @@ _REQUEST = (
     "SELECT request_id, org_id, user_id, kind, inviter, status, disclosure, note, created_at,"
     " updated_at FROM join_requests"
 )
-_COPY = "SELECT copy_id, org_id, member, conv_ref, ts, body, hidden, recalled FROM org_copies"
+_COPY = (
+    "SELECT copy_id, org_id, member, conv_ref, ts, body, hidden, recalled, source FROM org_copies"
+)
 _ACCOUNT = (
     "SELECT org_id, account, user_id, password_hash, status, person_verified, controls,"
     " created_at FROM enterprise_accounts"
@@ -91,6 +94,7 @@ def _copy(row: Any) -> OrgCopy:
         body=row[5],
         hidden=bool(row[6]),
         recalled=bool(row[7]),
+        source=row[8],
     )
 
 
@@ -120,7 +124,7 @@ def _next_id(conn: sqlite3.Connection, table: str, column: str, org_id: int) -> 
     return int(row[0] or 0) + 1
 
 
-class SqliteOrganisationStore:
+class SqliteOrganisationStore(SqliteGroupCapacity):  # M2 in storage/sqlite/group_capacity.py
     def __init__(self, database: Database) -> None:
         self._writer = database.writer
         self._readers = database.readers
@@ -370,6 +374,7 @@ class SqliteOrganisationStore:
                 conv_ref=copy.conv_ref,
                 ts=copy.ts,
                 body=copy.body,
+                source=copy.source,
             )
             return record, False
 
@@ -551,6 +556,8 @@ class SqliteOrganisationStore:
                 ("org_members", "user_id"),
                 ("enterprise_logins", "login_id"),
                 ("enterprise_accounts", "account"),
+                ("group_package_ledger", "entry_id"),  # M2
+                ("group_expansions", "expansion_id"),
             ):
                 if deleted >= limit:
                     break
@@ -607,6 +614,18 @@ class SqliteOrganisationStore:
             return _account(row) if row else None
 
         return await self._readers.run("enterprise_account_of_user", account_of_user)
+
+    async def list_accounts(
+        self, org_id: int, *, after_account: str = "", limit: int
+    ) -> list[EnterpriseAccount]:
+        def list_accounts(conn: sqlite3.Connection) -> list[EnterpriseAccount]:
+            rows = conn.execute(
+                f"{_ACCOUNT} WHERE org_id = ? AND account > ? ORDER BY account LIMIT ?",
+                (org_id, after_account, max(limit, 0)),
+            )
+            return [_account(row) for row in rows]
+
+        return await self._readers.run("list_enterprise_accounts", list_accounts)
 
     async def _update_account(
         self, name: str, org_id: int, user_id: int, column: str, value: object

@@ -32,7 +32,7 @@ _USER = (
 )
 _DEVICE = (
     "SELECT device_id, user_id, name, created_at, last_seen_at, acked_conversations,"
-    " acked_personal FROM devices"
+    " acked_personal, acked_organisation FROM devices"
 )
 _SESSION = (
     "SELECT session_id, user_id, device_id, secret_mac, generation, expires_at"
@@ -166,13 +166,16 @@ class SqlitePersonalStore:
 
         await self._writer.run("touch_device", touch_device)
 
-    async def ack_device(self, device_id: int, *, conversations: int, personal: int) -> None:
+    async def ack_device(
+        self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
+    ) -> None:
         def ack_device(conn: sqlite3.Connection) -> None:
             # Positions never move backwards.
             conn.execute(
                 "UPDATE devices SET acked_conversations = max(acked_conversations, ?),"
-                " acked_personal = max(acked_personal, ?) WHERE device_id = ?",
-                (conversations, personal, device_id),
+                " acked_personal = max(acked_personal, ?),"
+                " acked_organisation = max(acked_organisation, ?) WHERE device_id = ?",
+                (conversations, personal, organisation, device_id),
             )
 
         await self._writer.run("ack_device", ack_device)
@@ -530,7 +533,16 @@ def _user(row: Any) -> User:
 
 
 def _device(row: Any) -> Device:
-    device_id, user_id, name, created_at, last_seen_at, acked_conversations, acked_personal = row
+    (
+        device_id,
+        user_id,
+        name,
+        created_at,
+        last_seen_at,
+        acked_conversations,
+        acked_personal,
+        acked_organisation,
+    ) = row
     return Device(
         device_id=device_id,
         user_id=user_id,
@@ -539,6 +551,7 @@ def _device(row: Any) -> Device:
         last_seen_at=last_seen_at,
         acked_conversations=acked_conversations,
         acked_personal=acked_personal,
+        acked_organisation=acked_organisation,
     )
 
 

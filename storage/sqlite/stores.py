@@ -7,6 +7,9 @@ Layout (``docs/domains.md``)::
         cross.db           D3: single chats, ordinary groups, chat with oneself
         organisations.db   D2: organisations, members, copies, audit logs; rows keyed by
                            organisation (docs/storage-organisations.md)
+        organisation-conversations.db
+                           D2: organisation-internal conversations (ids o:<org>:...), the
+                           cross-domain schema with rows keyed by organisation through the id
         moderation.db      C1: reports and the moderators' act log (platform data)
 
 Each database has its own writer thread and reader pool; a write never spans two of them.
@@ -37,6 +40,7 @@ PERSONAL_DB = "personal.db"
 CROSS_DB = "cross.db"
 ORGANISATIONS_DB = "organisations.db"
 MODERATION_DB = "moderation.db"
+ORG_CONVERSATIONS_DB = "organisation-conversations.db"
 
 
 @asynccontextmanager
@@ -73,6 +77,8 @@ async def open_sqlite_stores(
         open_database(root / CROSS_DB, domain="cross", options=options) as cross,
         open_database(root / ORGANISATIONS_DB, domain="organisations", options=options) as orgs,
         open_database(root / MODERATION_DB, domain="moderation", options=options) as moderation,
+        # Same schema as cross.db (the "cross" migrations), different domain: D2 data.
+        open_database(root / ORG_CONVERSATIONS_DB, domain="cross", options=options) as org_convs,
     ):
         yield Stores(
             personal=SqlitePersonalStore(personal),
@@ -83,6 +89,9 @@ async def open_sqlite_stores(
             consent=SqliteConsentStore(personal),
             moderation=SqliteModerationStore(moderation),
             keys=SqliteKeyStore(personal, orgs),
+            org_conversations=SqliteCrossDomainStore(org_convs),
+            org_ding=SqliteDingStore(org_convs, domain="org"),
+            org_live=SqliteLiveStore(org_convs),
         )
 
 

@@ -19,6 +19,9 @@ Guarantees, for a caller of ``SqliteWriter.run``:
   is not disturbed by it.
 * Backpressure (house habit 6): at most ``queue_size`` jobs are queued or running; further
   callers wait in ``run`` until a batch is answered. Nobody is dropped.
+* Jobs reach the thread once per scheduler tick: the first caller of a tick lets the other
+  tasks of that tick queue theirs, then hands them all over with one wake-up of the thread
+  (waking it per job made it take small batches and contend for the GIL per job).
 * Results go back to trio with one ``TrioToken.run_sync_soon`` call per batch, which wakes
   every waiter of that batch, not one wake-up per row.
 """
@@ -32,6 +35,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -117,7 +121,9 @@ class SqliteWriter:
         self._queue_size = queue_size
         # The queue itself is unbounded: ``_room`` bounds it, so callers wait in trio
         # instead of blocking the trio thread on a full ``queue.Queue``.
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
+        #: Jobs queued in this scheduler tick, not yet handed to the thread (``run``).
+        self._pending: list[_Job[Any]] = []
         self._room = trio.Semaphore(queue_size)
         self._closing = False
         self._token: trio.lowlevel.TrioToken | None = None
@@ -145,17 +151,34 @@ class SqliteWriter:
         must not begin, commit or roll back. ``StoreClosed`` once the writer is closing.
         Cancelled after the job was queued, the job may still commit.
         """
-        await self._room.acquire()
+        # Room is usually free: take it without a trip through the scheduler.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._room.acquire_nowait()
+        except trio.WouldBlock:
+            await self._room.acquire()
         if self._closing:
             self._room.release()
             raise StoreClosed(f"the {self._name} database is closed")
         job = _Job(name, fn)
-        self._queue.put(job)
+        pending = self._pending
+        pending.append(job)
+        if len(pending) == 1:
+            # The first job of this scheduler tick: the other tasks running in it queue
+            # theirs meanwhile, then the writer thread gets them all with one wake-up.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._hand_over()
         await job.done.wait()
         if job.error is not None:
             error, job.error = job.error, None  # no cycle through the traceback
             raise error
         return job.result
+
+    def _hand_over(self) -> None:
+        """Pass the jobs queued in trio to the writer thread, in order."""
+        if self._pending:
+            jobs, self._pending = self._pending, []
+            self._queue.put(jobs)
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -178,6 +201,7 @@ class SqliteWriter:
         if not self._closing:
             self._closing = True
             # FIFO: every job queued before this line runs before the thread sees the stop.
+            self._hand_over()
             self._queue.put(None)
         # Not abandoned on cancel: the thread is always joined (no orphan threads).
         await trio.to_thread.run_sync(self._thread.join)
@@ -186,21 +210,27 @@ class SqliteWriter:
 
     def _thread_main(self) -> None:
         try:
+            backlog: deque[_Job[Any]] = deque()
             stopping = False
-            while not stopping:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch: list[_Job[Any]] = [first]
-                while len(batch) < self._max_batch:
+            while True:
+                if not backlog:
+                    if stopping:
+                        break
+                    jobs = self._queue.get()
+                    if jobs is None:
+                        break
+                    backlog.extend(jobs)
+                # Everything else already queued, up to a batch.
+                while not stopping and len(backlog) < self._max_batch:
                     try:
-                        job = self._queue.get_nowait()
+                        jobs = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if job is None:
+                    if jobs is None:
                         stopping = True
-                        break
-                    batch.append(job)
+                    else:
+                        backlog.extend(jobs)
+                batch = [backlog.popleft() for _ in range(min(len(backlog), self._max_batch))]
                 report = self._run_batch(batch)
                 self._hand_back(batch, report)
         finally:

@@ -19,6 +19,7 @@ import trio
 
 from client import ClientState, RivetClient
 from protocol import orgs as po
+from protocol import replies
 from protocol import requests as rq
 from server.app import RunningServer, serve
 from server.auth import ServerKeys
@@ -57,6 +58,14 @@ class World:
     async def call(self, name: str, request: rq.Request) -> Any:
         async with RivetClient.connect(self.url, self.users[name]) as client:
             return await client.request(request)
+
+    async def direct(self, name: str, peer: str) -> str:
+        """The id of the single chat between two users, as the server names it (D2: the
+        organisation's own between two enterprise accounts of one organisation)."""
+        opened: replies.Conversation = await self.call(
+            name, rq.DirectOpen(rid=0, peer=self.uid(peer))
+        )
+        return opened.conv.conv
 
     async def say(self, name: str, conv: str, text: str) -> None:
         async with RivetClient.connect(self.url, self.users[name]) as client:

@@ -17,6 +17,7 @@ from protocol.events import RecallEvent
 from protocol.ids import direct_conversation_id
 from tests.e2e.orgs_world import open_world, texts
 from tests.e2e.processes import RIVET, create_users
+from tests.e2e.test_enterprise import account, verified_org
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
@@ -122,3 +123,26 @@ async def test_p6_operator_lists_and_reclaims_only_dormant_accounts(tmp_path: Pa
     assert [json.loads(line)["user_id"] for line in after.stdout.decode().splitlines()] == [
         users[1].user_id
     ]
+
+
+async def test_p6_p5_an_enterprise_account_is_listed_with_its_org_and_never_reclaimed(
+    tmp_path: Path,
+) -> None:
+    async with open_world(tmp_path, "sqlite") as w:
+        await w.user("admin")
+        org = await verified_org(w, "admin", "Acme")
+        bob = await account(w, "admin", org, "bob")
+    data = tmp_path / "data"
+    listed = await trio.run_process(
+        [*RIVET, "accounts", "dormant", "--data-dir", str(data), "--months", "0"],
+        capture_stdout=True,
+    )
+    lines = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+    assert [line.get("organisation") for line in lines if line["user_id"] == bob] == [org]
+    reclaim = ["accounts", "reclaim", "--data-dir", str(data), "--months", "0", "--user", str(bob)]
+    refused = await trio.run_process(
+        [*RIVET, *reclaim],
+        capture_stderr=True,
+        check=False,
+    )
+    assert refused.returncode == 1 and b"belong to their organisation" in refused.stderr

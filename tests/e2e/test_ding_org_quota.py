@@ -16,7 +16,6 @@ from client import RivetClient
 from protocol import ding as pd
 from protocol import orgs as po
 from protocol.errors import ErrorCode
-from protocol.ids import direct_conversation_id
 from tests.e2e.orgs_world import World, open_world
 from tests.e2e.test_enterprise import account, refused, verified_org
 
@@ -47,7 +46,7 @@ def package(quota: pd.DingQuota, channel: str) -> pd.DingPackage:
 
 async def chat(w: World, a: str, b: str) -> None:
     """A single chat between ``a`` and ``b``: G1 needs a shared conversation."""
-    await w.say(a, direct_conversation_id(w.uid(a), w.uid(b)), "hi")
+    await w.say(a, await w.direct(a, b), "hi")
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -61,7 +60,7 @@ async def test_g2_e2e_org_package_topped_up_consumed_per_member_and_exhausted(
         await w.join(org, "admin", "bob")
         await chat(w, "bob", "carol")
         await chat(w, "bob", "dave")
-        topup = pd.OrgDingTopup(rid=0, org=org, channel="sms", units=1)
+        topup = pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=1)
         assert await refused(w, "bob", topup) == ErrorCode.FORBIDDEN  # a plain member
         topped: pd.DingQuota = await w.call("admin", topup)
         assert (package(topped, "sms").remaining, package(topped, "call").remaining) == (1, 0)
@@ -110,7 +109,7 @@ async def test_g2_e2e_a_non_member_naming_the_org_is_refused(tmp_path: Path, sto
         await chat(w, "carol", "dave")
         request = pd.DingSend(rid=0, cmid="n1", recipients=[w.uid("dave")], text="x", org=org)
         assert await refused(w, "carol", request) == ErrorCode.NOT_FOUND
-        topup = pd.OrgDingTopup(rid=0, org=org, channel="sms", units=1)
+        topup = pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=1)
         assert await refused(w, "carol", topup) == ErrorCode.NOT_FOUND
         sent: pd.DingSent = await w.call(
             "carol", pd.DingSend(rid=0, cmid="n2", recipients=[w.uid("dave")], text="x")
@@ -129,7 +128,7 @@ async def test_g2_e2e_an_enterprise_account_pays_through_its_own_org(
         ops = await account(w, "admin", org, "ops")
         dev = await account(w, "admin", org, "dev")
         await chat(w, "ops", "dev")
-        await w.call("admin", pd.OrgDingTopup(rid=0, org=org, channel="sms", units=3))
+        await w.call("admin", pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=3))
         elsewhere = pd.DingSend(rid=0, cmid="e0", recipients=[dev], text="x", org=other)
         assert await refused(w, "ops", elsewhere) == ErrorCode.FORBIDDEN
         for cmid, named in (("e1", None), ("e2", org)):

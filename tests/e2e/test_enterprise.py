@@ -203,7 +203,48 @@ async def test_p5_disable_ban_cancel_close_connections_and_refuse_login(tmp_path
         # An enterprise account leaves its organisation only by being cancelled.
         carol = await account(w, "admin", org, "carol")
         assert carol != bob
-        assert await refused(w, "carol", po.OrgLeave(rid=0, org=org)) == ErrorCode.INVALID_STATE
+        leave = po.OrgLeave(rid=0, org=org)
+        assert await refused(w, "carol", leave) == ErrorCode.ENTERPRISE_ACCOUNT_BOUND
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_p5_an_enterprise_account_is_neither_removed_nor_leaves(
+    tmp_path: Path, store: str
+) -> None:
+    """P5: an enterprise account belongs to its organisation for its whole life. ``org.remove``
+    and ``org.leave`` are refused with 3009 (cancel it instead); the membership stays, the
+    refusal writes nothing to the audit log; cancelling still works; ordinary members are
+    still removed; another organisation's admin learns nothing about the account."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("admin", "alice", "other"):
+            await w.user(name)
+        org = await verified_org(w, "admin", "Acme")
+        other_org = await verified_org(w, "other", "Other")
+        await w.join(org, "admin", "alice")
+        bob = await account(w, "admin", org, "bob")
+        remove = po.OrgRemove(rid=0, org=org, user=bob)
+        assert await refused(w, "admin", remove) == ErrorCode.ENTERPRISE_ACCOUNT_BOUND
+        assert await refused(w, "bob", po.OrgLeave(rid=0, org=org)) == (
+            ErrorCode.ENTERPRISE_ACCOUNT_BOUND
+        )
+        # Permission comes first: a member without 'members' is refused as before.
+        assert await refused(w, "alice", remove) == ErrorCode.FORBIDDEN
+        # D6: another organisation's admin is told only that bob is not its member.
+        assert (
+            await refused(w, "other", po.OrgRemove(rid=0, org=other_org, user=bob))
+            == ErrorCode.NOT_MEMBER
+        )
+        page: po.OrgMemberPage = await w.call("admin", po.OrgMembers(rid=0, org=org))
+        assert bob in [m.user for m in page.members]
+        mine: po.Memberships = await w.call("bob", po.OrgMine(rid=0))
+        assert [m.org for m in mine.orgs] == [org]
+        audit: po.AuditPage = await w.call("admin", po.AdminAudit(rid=0, org=org))
+        assert not [e for e in audit.entries if e.action == "remove"]
+        # What the error tells the admin to do works; an ordinary member is still removed.
+        await w.call("admin", pe.OrgAccountStatus(rid=0, org=org, user=bob, status="cancelled"))
+        assert await login_refused(w, org, "bob") == ErrorCode.ACCOUNT_DISABLED
+        await w.call("admin", po.OrgRemove(rid=0, org=org, user=w.uid("alice")))
+        assert (await w.call("alice", po.OrgMine(rid=0))).orgs == []
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -221,7 +262,9 @@ async def test_o3_unverified_single_chat_with_outsiders_is_refused_both_ways(
         assert await refused(w, "pat", text(direct(w, "pat", "bob"))) == code
         # The admin is a personal account too: an outsider to bob.
         assert await refused(w, "admin", text(direct(w, "admin", "bob"))) == code
-        await w.say("bob", direct(w, "bob", "eve"), "inside the organisation")
+        inside = await w.direct("bob", "eve")
+        assert inside == f"o:{org}:{direct(w, 'bob', 'eve')}"  # D2: the organisation's own
+        await w.say("bob", inside, "inside the organisation")
         await w.say("bob", direct(w, "bob", "bob"), "a note to self")
         # The default verifier is the operator: an admin cannot verify on its own.
         verify = pe.OrgAccountVerifyPerson(rid=0, org=org, user=bob, verified=True)
@@ -354,7 +397,7 @@ async def test_o1_each_control_is_refused_with_its_own_code(tmp_path: Path) -> N
             await control(name)
             assert await refused(w, "bob", request) == code, name
         # Under no_external_chat, chat inside the organisation still works.
-        await w.say("bob", direct(w, "bob", "eve"), "inside")
+        await w.say("bob", await w.direct("bob", "eve"), "inside")
         await w.say("bob", conv, "team")
         await control()
         await w.say("bob", conv, "everything allowed again")

@@ -21,6 +21,7 @@ from protocol.ids import direct_conversation_id
 from server.auth import ServerKeys
 from tests.e2e.orgs_world import open_world, texts
 from tests.e2e.processes import RIVET, create_users, rivet_server
+from tests.e2e.test_enterprise import account
 
 STORES = ["memory", "sqlite"]
 
@@ -135,6 +136,20 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             await say("leaver", leaver_chat, "leaver after leaving", False)
             await w.consent("member", x, False)
             await say("member", chat, "after revocation", False)
+            # D2: organisation-domain data (an organisation-internal chat between two of X's
+            # enterprise accounts) and an enterprise account's messages are X's, no consent.
+            await w.server.ctx.stores.orgs.set_verified(x, verified=True, now=w.clock.now_ms())
+            for name in ("ea1", "ea2"):
+                user = await account(w, "xadmin", x, name)
+                await w.server.ctx.stores.orgs.set_person_verified(x, user, verified=True)
+                w.server.ctx.enterprise.invalidate(user)
+            internal = await w.direct("ea1", "ea2")
+            assert internal.startswith(f"o:{x}:")
+            await say("ea1", internal, "organisation-domain data", True)
+            await say("ea2", internal, "organisation-domain reply", True)
+            ea_chat = direct_conversation_id(w.uid("ea1"), w.uid("outsider"))
+            await say("ea1", ea_chat, "enterprise account to an outsider", True)
+            await say("outsider", ea_chat, "outsider to an enterprise account", False)
             await w.settle()
 
             expected = sorted(text for text, visible in table if visible)
@@ -145,6 +160,8 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             assert {c.member: c.messages for c in counts.counts} == {
                 w.uid("member"): 3,
                 w.uid("leaver"): 1,
+                w.uid("ea1"): 2,
+                w.uid("ea2"): 1,
             }
             fed = []
             with trio.move_on_after(2):
@@ -155,7 +172,8 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             assert sorted(fed) == expected
             # The copies hold only the member's own words, an opaque reference, a time.
             for copy in search.copies:
-                assert copy.conv_ref not in (chat, with_admin) and len(copy.conv_ref) == 32
+                assert copy.conv_ref not in (chat, with_admin, internal, ea_chat)
+                assert len(copy.conv_ref) == 32
             # Another organisation sees none of X's copies, and X none of Y's.
             assert await texts(w, "yadmin", y) == ["another organisation's member"]
             # An outsider or a plain member is refused like a missing organisation.

@@ -253,6 +253,7 @@ NAMED_TYPES: dict[str, Any] = {
     "ContactState": replies.ContactState,
     "SyncEvent": events.SyncEvent,
     "DingId": ding.DingId,
+    "DingCursor": ding.DingCursor,
     "DingChannel": ding.DingChannel,
     "DingStepState": ding.DingStepState,
     "DingState": ding.DingState,

@@ -29,11 +29,21 @@ def tag_of(cls: type[msgspec.Struct]) -> str:
 
 #: Valid strings for patterned fields, shortest and longest.
 PATTERN_SAMPLES: dict[str, tuple[str, str]] = {
-    r"^(d:[1-9][0-9]*:[1-9][0-9]*|s:[1-9][0-9]*|g:[1-9][0-9]*)$": ("g:1", "d:1:" + "9" * 60),
+    r"^((o:[1-9][0-9]*:)?(d:[1-9][0-9]*:[1-9][0-9]*|g:[1-9][0-9]*)|s:[1-9][0-9]*)$": (
+        "g:1",
+        "o:1:d:1:" + "9" * 56,
+    ),
     r"^\+[1-9][0-9]{3,14}$": ("+1000", "+1" + "0" * 14),
     r"^[0-9]+$": ("0000", "0" * 12),
-    r"^x:[1-9][0-9]{0,15}$": ("x:1", "x:9" + "0" * 15),
-    r"^g:[1-9][0-9]*/[1-9][0-9]*$": ("g:1/1", "g:" + "9" * 30 + "/" + "9" * 31),
+    r"^(x|o[1-9][0-9]{0,15}):[1-9][0-9]{0,15}$": ("x:1", "o9" + "0" * 15 + ":9" + "0" * 15),
+    r"^(x:[1-9][0-9]{0,15}(,o:[1-9][0-9]{0,15})?|o:[1-9][0-9]{0,15})$": (
+        "o:1",
+        "x:9" + "0" * 15 + ",o:9" + "0" * 15,
+    ),
+    r"^(o:[1-9][0-9]*:)?g:[1-9][0-9]*/[1-9][0-9]*$": (
+        "g:1/1",
+        "o:1:g:" + "9" * 26 + "/" + "9" * 31,
+    ),
 }
 WIDE = "\U0001f600"  # four UTF-8 bytes, one code point
 
@@ -119,19 +129,43 @@ def positive_decimal() -> st.SearchStrategy[str]:
 
 #: Generators for patterned strings (faster and more to the point than ``from_regex``).
 PATTERN_STRATEGIES: dict[str, st.SearchStrategy[str]] = {
-    r"^(d:[1-9][0-9]*:[1-9][0-9]*|s:[1-9][0-9]*|g:[1-9][0-9]*)$": st.one_of(
+    r"^((o:[1-9][0-9]*:)?(d:[1-9][0-9]*:[1-9][0-9]*|g:[1-9][0-9]*)|s:[1-9][0-9]*)$": st.one_of(
         st.builds(lambda a, b: f"d:{a}:{b}", positive_decimal(), positive_decimal()),
         positive_decimal().map(lambda n: f"s:{n}"),
         positive_decimal().map(lambda n: f"g:{n}"),
+        st.builds(lambda o, n: f"o:{o}:g:{n}", positive_decimal(), positive_decimal()),
+        st.builds(
+            lambda o, a, b: f"o:{o}:d:{a}:{b}",
+            positive_decimal(),
+            positive_decimal(),
+            positive_decimal(),
+        ),
     ),
     r"^\+[1-9][0-9]{3,14}$": st.integers(min_value=1000, max_value=10**15 - 1).map(
         lambda n: f"+{n}"
     ),
     r"^[0-9]+$": st.text(alphabet="0123456789", min_size=4, max_size=12),
-    r"^g:[1-9][0-9]*/[1-9][0-9]*$": st.builds(
-        lambda a, b: f"g:{a}/{b}", positive_decimal(), positive_decimal()
+    r"^(o:[1-9][0-9]*:)?g:[1-9][0-9]*/[1-9][0-9]*$": st.one_of(
+        st.builds(lambda a, b: f"g:{a}/{b}", positive_decimal(), positive_decimal()),
+        st.builds(
+            lambda o, a, b: f"o:{o}:g:{a}/{b}",
+            positive_decimal(),
+            positive_decimal(),
+            positive_decimal(),
+        ),
     ),
-    r"^x:[1-9][0-9]{0,15}$": st.integers(min_value=1, max_value=10**16 - 1).map(lambda n: f"x:{n}"),
+    r"^(x|o[1-9][0-9]{0,15}):[1-9][0-9]{0,15}$": st.builds(
+        lambda org, n: f"x:{n}" if org is None else f"o{org}:{n}",
+        st.none() | st.integers(min_value=1, max_value=10**16 - 1),
+        st.integers(min_value=1, max_value=10**16 - 1),
+    ),
+    r"^(x:[1-9][0-9]{0,15}(,o:[1-9][0-9]{0,15})?|o:[1-9][0-9]{0,15})$": st.builds(
+        lambda x, o: ",".join(
+            [f"x:{x}"] * (x is not None) + [f"o:{o}"] * (o is not None or x is None)
+        ).replace("o:None", "o:1"),
+        st.none() | st.integers(min_value=1, max_value=10**16 - 1),
+        st.none() | st.integers(min_value=1, max_value=10**16 - 1),
+    ),
 }
 
 

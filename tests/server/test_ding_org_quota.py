@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -120,7 +121,9 @@ async def test_g2_org_package_pays_per_member_and_exhausts_into_a_status(
             "remaining": 0,
             "members": [],
         }
-        topped = await w.ok(alice, pd.OrgDingTopup(rid=0, org=org, channel="sms", units=2))
+        topped = await w.ok(
+            alice, pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=2)
+        )
         assert (_package(topped, "sms")["granted"], _package(topped, "call")["granted"]) == (2, 0)
 
         sms_now = pd.DingPlan(sms_after_s=0)
@@ -189,7 +192,7 @@ async def test_g2_topping_up_and_reading_the_package_need_the_permission(
     async with world(tmp_path) as w:
         alice, bob, carol = [await w.new_user(n) for n in ("Alice", "Bob", "Carol")]
         org = await _org_with(w, alice, bob)
-        topup = pd.OrgDingTopup(rid=0, org=org, channel="call", units=5)
+        topup = pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="call", units=5)
         assert (await w.call(bob, topup))["code"] == ErrorCode.FORBIDDEN
         assert (await w.call(bob, pd.OrgDingQuota(rid=0, org=org)))["code"] == ErrorCode.FORBIDDEN
         assert (await w.call(carol, topup))["code"] == ErrorCode.NOT_FOUND
@@ -203,3 +206,42 @@ async def test_g2_topping_up_and_reading_the_package_need_the_permission(
 
 def _fields(request: pd.DingSend) -> dict[str, Any]:
     return {f: getattr(request, f) for f in request.__struct_fields__}
+
+
+async def test_g2_a_resent_topup_adds_once_and_a_reused_cmid_conflicts(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """G2, P3: ``org.ding_topup`` is idempotent by ``cmid`` (a reply lost, the client
+    resends): the package grows once, the audit log has one entry, and the resend answers
+    like the first. The same ``cmid`` for another top-up is ``idempotency_conflict``."""
+    async with world(tmp_path) as w:
+        alice, bob = [await w.new_user(n) for n in ("Alice", "Bob")]
+        org = await _org_with(w, alice, bob)
+        topup = pd.OrgDingTopup(rid=0, cmid="buy-1", org=org, channel="sms", units=7)
+        first = await w.ok(alice, topup)
+        again = await w.ok(alice, topup)
+        assert again == first and _package(again, "sms")["granted"] == 7
+        quota = await w.ok(alice, pd.OrgDingQuota(rid=0, org=org))
+        assert _package(quota, "sms")["granted"] == 7
+        audit = await w.ok(alice, po.AdminAudit(rid=0, org=org))
+        assert [e["target"] for e in audit["entries"] if e["action"] == "ding_topup"] == [
+            "ding:sms:7"
+        ]
+        for changed in (
+            {"units": 8},
+            {"channel": "call"},
+            {"org": (await w.ok(alice, po.OrgCreate(rid=0, name="Other")))["org"]["org"]},
+        ):
+            conflict = await w.call(alice, msgspec.structs.replace(topup, **changed))
+            assert conflict["code"] == ErrorCode.IDEMPOTENCY_CONFLICT, changed
+        # A new cmid is a new top-up; another admin's cmid is their own.
+        second = await w.ok(alice, msgspec.structs.replace(topup, cmid="buy-2"))
+        assert _package(second, "sms")["granted"] == 14
+        await w.ok(
+            alice,
+            po.OrgSetAdmin(rid=0, org=org, user=bob.user_id, role="admin", permissions=["members"]),
+        )
+        by_bob = await w.ok(bob, topup)
+        assert _package(by_bob, "sms")["granted"] == 21
+        quota = await w.ok(alice, pd.OrgDingQuota(rid=0, org=org))
+        assert (_package(quota, "sms")["granted"], _package(quota, "call")["granted"]) == (21, 0)

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from protocol.requests import Content
 from server.account_deletion import AccountEraser
 from server.clock import ManualClock
+from server.ding.relay import OutboxRelay as DingRelay
 from server.dissolution import Dissolver
 from server.encryption import org_keys_destroyer
+from server.notify.memory import MemoryNotifier
 from server.org_feed import OrgFeeds
 from server.outbox import OutboxRelay, org_copy_effect
 from storage.crypto import MasterKey
+from storage.ding_records import NewDing, NewStep, QuotaCharge, StepChange
 from storage.keys import org_owner, user_owner
 from storage.memory import open_memory_stores
 from storage.orgs import NewCopy
@@ -23,6 +27,7 @@ from storage.records import Entry, NewConversation, NewEntry
 from storage.sealing import seal_stores
 from storage.sqlite import open_sqlite_stores
 from storage.stores import Stores
+from tests.ding_steps import hand_over
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -66,6 +71,80 @@ async def test_a1_erasing_an_account_destroys_its_keys(stores: Stores) -> None:
     await AccountEraser(stores, clock, publish_recall=publish).finish_all()
     gone = await stores.keys.load(user_owner(alice.user_id))
     assert gone.keys == () and gone.destroyed_at == now
+
+
+async def test_a1_erasing_an_account_erases_its_dings_and_the_relay_sends_no_words(
+    stores: Stores,
+) -> None:
+    """A3 for DINGs (G1): the text is sealed with the sender's key, so erasing the account
+    erases it on every read path; an SMS step still in the outbox fails instead of sending
+    an empty (or any) text."""
+    clock = ManualClock()
+    now = clock.now_ms()
+    alice = await stores.personal.create_user(phone="+15550001", display_name="a", now=now)
+    bob = await stores.personal.create_user(phone="+15550002", display_name="b", now=now)
+    ding = (
+        await stores.ding.create(
+            NewDing(
+                sender=alice.user_id,
+                payer=f"user:{alice.user_id}",
+                text="call me now",
+                cmid="d1",
+                fingerprint=b"fp",
+                state="sent",
+                created_at=now,
+                send_at=now,
+                sms_after_s=0,
+                call_after_s=None,
+                recipients=(bob.user_id,),
+                steps=(
+                    NewStep(user_id=bob.user_id, channel="in_app", due_at=now, state="sent"),
+                    NewStep(user_id=bob.user_id, channel="sms", due_at=now),
+                ),
+            )
+        )
+    ).ding
+    assert ding.text == "call me now"
+    payer = f"user:{alice.user_id}"
+    charge = QuotaCharge(account=payer, channel="sms", period="p", grant=5, member=alice.user_id)
+    sms = [s.step_id for r in ding.recipients for s in r.steps if s.channel == "sms"]
+    await hand_over(stores.ding, sms, now=now, charges={(payer, "sms"): charge})
+
+    async def publish(entry: Entry) -> None:
+        return None
+
+    await stores.personal.begin_deletion(alice.user_id, now=now)
+    await AccountEraser(stores, clock, publish_recall=publish).finish_all()
+    got = await stores.ding.get(ding.ding_id)
+    assert got is not None and got.text == ""
+    (received,) = await stores.ding.list_received(bob.user_id, before=None, limit=5)
+    assert received.text == ""
+
+    notifier = MemoryNotifier(clock=clock)
+    changes: list[StepChange] = []
+    recorded = trio.Event()
+
+    def on_change(change: StepChange) -> None:
+        changes.append(change)
+        recorded.set()
+
+    relay = DingRelay(
+        store=stores.ding,
+        personal=stores.personal,
+        notifier=notifier,
+        clock=clock,
+        on_change=on_change,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay.run)
+        with trio.fail_after(5):
+            await recorded.wait()
+        nursery.cancel_scope.cancel()
+    assert relay.statistics().failed == 1
+    assert notifier.sms == []
+    (change,) = changes
+    assert change.ding.text == ""
+    assert [s.state for s in change.recipient.steps if s.channel == "sms"] == ["failed"]
 
 
 async def test_o4_dissolving_an_organisation_destroys_its_keys(stores: Stores) -> None:
@@ -114,6 +193,7 @@ async def test_o4_a_copy_on_its_way_to_a_dissolving_organisation_is_dropped(
     await org_keys_destroyer(stores.keys, clock)(org.org_id)
     relay = OutboxRelay(
         cross=stores.cross,
+        org_conversations=stores.org_conversations,
         orgs=stores.orgs,
         consent=stores.consent,
         feeds=OrgFeeds(),

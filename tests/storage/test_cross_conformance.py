@@ -1026,3 +1026,56 @@ async def test_prune_idempotency_forgets_only_keys_recorded_before_the_cutoff(
     assert reused.stream > old.stream
     with pytest.raises(IdempotencyConflict):
         await send(stores.cross, 2, ts=NOW + 20, idempotency=key(2, "new", b"fp-2"))
+
+
+# --- O4: deleting an organisation's own conversations by id prefix ---------------------------
+
+
+async def test_o4_delete_conversations_by_prefix_in_batches_until_none_is_left(
+    stores: Stores,
+) -> None:
+    """Used by dissolution on the organisation conversations store: ``o:7:`` goes, in
+    batches that resume after a crash, and ``o:70:`` (a prefix that is not a whole id
+    segment of ``o:7:``) and every other conversation stay."""
+    store = stores.org_conversations
+    doomed, kept = "o:7:g:1", "o:70:g:2"
+    await create_group(store, (1, 2, 3), conv_id=doomed)
+    await create_group(store, (1, 4), conv_id=kept)
+    for n in range(5):
+        await send(store, 1, f"m{n}".encode(), conv_id=doomed, idempotency=key(1, f"c{n}"))
+    await store.append(
+        NewEntry(conv_id=doomed, kind="message", sender=2, ts=NOW, body=b"x", effects=("copy",))
+    )
+    await send(store, 4, b"stays", conv_id=kept)
+
+    batches = []
+    while (deleted := await store.delete_conversations("o:7:", limit=3)) > 0:
+        batches.append(deleted)
+        assert len(batches) < 50, "never finished"
+    assert sum(batches) >= 7 + 3 + 1  # entries, members, the conversation
+    assert await store.get_conversation(doomed) is None
+    assert await store.get_member(doomed, 1) is None
+    assert (
+        await store.history(doomed, visible_from=1, visible_to=None, before_seq=None, limit=50)
+        == []
+    )
+    assert [e.conv_id for e in await store.entries_for(2, after=0, limit=50)] == []
+    assert await store.pending_effects(after=0, limit=10) == []
+    assert all(m.conv_id != doomed for m in await store.memberships(1))
+    # The idempotency keys of deleted messages are gone with them: a key is usable again.
+    reused = await send(store, 1, b"new", conv_id=kept, idempotency=key(1, "c0"))
+    assert reused.body == b"new"
+    # The other organisation's conversation is whole.
+    assert await store.get_conversation(kept) is not None
+    texts = [e.body for e in await store.entries_for(4, after=0, limit=50) if e.kind == "message"]
+    assert texts == [b"stays", b"new"]
+    assert await store.delete_conversations("o:7:", limit=3) == 0
+
+
+async def test_o4_count_conversations_by_prefix(stores: Stores) -> None:
+    store = stores.org_conversations
+    for conv_id in ("o:7:g:1", "o:7:g:2", "o:70:g:3"):
+        await create_group(store, (1, 2), conv_id=conv_id)
+    assert await store.count_conversations("o:7:") == 2
+    assert await store.count_conversations("o:70:") == 1
+    assert await store.count_conversations("o:8:") == 0

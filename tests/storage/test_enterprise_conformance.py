@@ -107,3 +107,33 @@ async def test_o4_dissolution_deletes_accounts_and_login_records(stores: Stores)
     assert await stores.orgs.get_account(org.org_id, "bob") is None
     assert await stores.orgs.login_records(org.org_id, 10, limit=10) == []
     assert (await stores.orgs.account_of_user(20)) is not None
+
+
+async def test_o4_list_accounts_pages_an_orgs_accounts_whatever_their_status(
+    stores: Stores,
+) -> None:
+    """O4/P5: dissolution finds every enterprise account of the organisation (and no other
+    organisation's, D6), cancelled ones included, page by page."""
+    org = await stores.orgs.create_org(name="Acme", disclosure="", creator=1, now=NOW)
+    other = await stores.orgs.create_org(name="Other", disclosure="", creator=2, now=NOW)
+    for user_id, name in ((12, "carol"), (10, "alice"), (11, "bob")):
+        await stores.orgs.create_account(
+            org.org_id, account=name, user_id=user_id, password_hash="h", now=NOW
+        )
+    await stores.orgs.create_account(
+        other.org_id, account="zed", user_id=20, password_hash="h", now=NOW
+    )
+    await stores.orgs.set_account_status(org.org_id, 11, status="cancelled")
+    first = await stores.orgs.list_accounts(org.org_id, limit=2)
+    assert [(a.account, a.user_id) for a in first] == [("alice", 10), ("bob", 11)]
+    assert first[1].status == "cancelled"
+    rest = await stores.orgs.list_accounts(org.org_id, after_account="bob", limit=2)
+    assert [a.account for a in rest] == ["carol"]
+    assert await stores.orgs.list_accounts(org.org_id, after_account="carol", limit=2) == []
+    assert await stores.orgs.list_accounts(99, limit=2) == []
+    # A dissolving organisation's accounts are still listed until its rows are deleted.
+    await stores.orgs.mark_dissolving(org.org_id, now=NOW + 1)
+    assert len(await stores.orgs.list_accounts(org.org_id, limit=10)) == 3
+    while await stores.orgs.delete_chunk(org.org_id, limit=2):
+        pass
+    assert await stores.orgs.list_accounts(org.org_id, limit=10) == []

@@ -165,3 +165,21 @@ async def test_l1_sqlite_records_survive_reopening(tmp_path: Path) -> None:
             (4,),
         )
         assert (active.peak_viewers, active.total_viewers) == (3, 4)
+
+
+async def test_o4_delete_lives_by_origin_prefix_in_batches(stores: Stores) -> None:
+    """Dissolution deletes the records of streams started in an organisation's own groups
+    (``o:7:...``), with their links and invitations; ``o:70:...`` and others stay."""
+    store = stores.org_live
+    for origin in ("o:7:g:1", "o:7:g:1", "o:7:g:2", "o:70:g:1"):
+        record = await store.start_live(new_live(origin, links=(origin.replace("g:", "g:9"),)))
+        await store.add_live_invites(record.origin, record.number, users=[4, 5])
+    batches = []
+    while (gone := await store.delete_lives("o:7:", limit=2)) > 0:
+        batches.append(gone)
+    assert batches == [2, 1]
+    assert await store.get_live("o:7:g:1", 1) is None
+    assert await store.get_live("o:7:g:2", 1) is None
+    kept = await store.get_live("o:70:g:1", 1)
+    assert kept is not None and kept.invited == (4, 5)
+    assert [r.origin for r in await store.active_lives()] == ["o:70:g:1"]

@@ -163,13 +163,13 @@ async def test_touch_device_records_when_it_was_last_seen(stores: Stores) -> Non
 async def test_ack_device_positions_never_move_backwards(stores: Stores) -> None:
     device = await stores.personal.register_device(user_id=1, name="phone", now=NOW)
 
-    await stores.personal.ack_device(device.device_id, conversations=10, personal=4)
-    await stores.personal.ack_device(device.device_id, conversations=7, personal=9)
+    await stores.personal.ack_device(device.device_id, conversations=10, personal=4, organisation=3)
+    await stores.personal.ack_device(device.device_id, conversations=7, personal=9, organisation=1)
     await stores.personal.ack_device(device.device_id, conversations=12, personal=2)
 
     acked = await stores.personal.get_device(device.device_id)
     assert acked is not None
-    assert (acked.acked_conversations, acked.acked_personal) == (12, 9)
+    assert (acked.acked_conversations, acked.acked_personal, acked.acked_organisation) == (12, 9, 3)
 
 
 # --- refresh sessions ------------------------------------------------------------------------

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import inspect
 import re
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import msgspec
 import pytest
 
-from storage import interfaces, moderation, orgs
+from storage import ding, ding_records, group_capacity, interfaces, moderation, orgs
 from storage.crypto import MasterKey, WrongMasterKey, parse
+from storage.ding_records import NewDing, NewStep, QuotaCharge
 from storage.errors import IdempotencyConflict
 from storage.keys import KeysDestroyed
 from storage.moderation import NewAct, NewReport
@@ -24,12 +27,15 @@ from storage.records import Entry, IdempotencyKey, NewConversation, NewEntry
 from storage.sealing import (
     DataKeys,
     SealedCrossDomainStore,
+    SealedDingStore,
     SealedModerationStore,
     SealedOrganisationStore,
     data_keys,
+    ding_organisation_key,
     seal_stores,
 )
 from storage.stores import Stores
+from tests.ding_steps import hand_over
 
 NOW = 1_000_000
 CONV = "d:1:2"
@@ -314,6 +320,184 @@ async def test_a3_sealing_stores_twice_is_refused(sealed: Stores) -> None:
         seal_stores(sealed, MasterKey.generate())
 
 
+# --- DINGs (A3 for G1-G3) --------------------------------------------------------------------
+
+DING_TEXT = "the server room is on fire"
+SMS_AT = NOW + 300_000
+
+
+def new_ding(sender: int = 1, text: str = DING_TEXT, *, cmid: str = "d1") -> NewDing:
+    recipients = (2, 3) if sender == 1 else (1, 3)
+    steps = [NewStep(user_id=u, channel="in_app", due_at=NOW, state="sent") for u in recipients]
+    steps += [NewStep(user_id=u, channel="sms", due_at=SMS_AT) for u in recipients]
+    return NewDing(
+        sender=sender,
+        payer=f"user:{sender}",
+        text=text,
+        cmid=cmid,
+        fingerprint=b"fp-" + cmid.encode(),
+        state="sent",
+        created_at=NOW,
+        send_at=NOW,
+        sms_after_s=300,
+        call_after_s=None,
+        recipients=recipients,
+        steps=tuple(steps),
+    )
+
+
+def sms_charges(sender: int) -> dict[tuple[str, ding_records.ChannelName], QuotaCharge]:
+    account = f"user:{sender}"
+    charge = QuotaCharge(account=account, channel="sms", period="p", grant=9, member=sender)
+    return {(account, "sms"): charge}
+
+
+def sms_steps(found: ding_records.Ding) -> list[int]:
+    return [s.step_id for r in found.recipients for s in r.steps if s.channel == "sms"]
+
+
+async def test_a3_ding_text_is_sealed_with_the_senders_key_and_opens_on_every_read(
+    stores: Stores, sealed: Stores
+) -> None:
+    created = await sealed.ding.create(new_ding())
+    assert not created.duplicate and created.ding.text == DING_TEXT
+    ding_id = created.ding.ding_id
+    raw = await stores.ding.get(ding_id)
+    assert raw is not None and raw.text == "" and raw.sealed is not None
+    assert DING_TEXT.encode() not in raw.sealed and parse(raw.sealed) is not None
+    assert (await stores.keys.load("user:1")).keys  # the sender's key (A1)
+    assert sealed.ding.__class__ is SealedDingStore
+
+    # Every read path opens it: get, both lists, and what writes return.
+    got = await sealed.ding.get(ding_id)
+    assert got is not None and (got.text, got.sealed) == (DING_TEXT, None)
+    assert [d.text for d in await sealed.ding.list_sent(1, before=None, limit=5)] == [DING_TEXT]
+    assert [d.text for d in await sealed.ding.list_received(2, before=None, limit=5)] == [DING_TEXT]
+    (delivered,) = await sealed.ding.mark_delivered(ding_id, [2], now=NOW + 1)
+    assert delivered.ding.text == DING_TEXT
+    read = await sealed.ding.mark_read(ding_id, 2, now=NOW + 2)
+    assert read is not None and read.ding.text == DING_TEXT
+    handed = await hand_over(
+        sealed.ding, sms_steps(created.ding), now=SMS_AT, charges=sms_charges(1)
+    )
+    assert [c.ding.text for _, c in handed.changed] == [DING_TEXT, DING_TEXT]
+    items = await sealed.ding.claim_outbox(now=SMS_AT, limit=5)
+    assert [i.text for i in items] == [DING_TEXT, DING_TEXT]  # what the SMS says
+    sent = await sealed.ding.outbox_sent(items[0].step_id, now=SMS_AT + 1)
+    retried = await sealed.ding.outbox_retry(
+        items[1].step_id, next_attempt_at=SMS_AT + 9, now=SMS_AT + 1
+    )
+    for change in (sent, retried):
+        assert change is not None and change.ding.text == DING_TEXT
+    (item,) = await sealed.ding.claim_outbox(now=SMS_AT + 9, limit=5)
+    failed = await sealed.ding.outbox_failed(item.step_id, now=SMS_AT + 10)
+    assert failed is not None and failed.ding.text == DING_TEXT
+    confirmed = await sealed.ding.confirm(ding_id, 3, now=SMS_AT + 11)
+    assert confirmed is not None and confirmed.ding.text == DING_TEXT
+    again = await sealed.ding.redding(
+        ding_id,
+        expect_round=1,
+        now=SMS_AT + 12,
+        steps=[NewStep(user_id=2, channel="in_app", due_at=SMS_AT + 12, state="sent")],
+    )
+    assert again is not None and again.text == DING_TEXT
+
+    # A scheduled DING is released and cancelled with its text too.
+    later = msgspec.structs.replace(
+        new_ding(cmid="d2"),
+        state="scheduled",
+        send_at=SMS_AT,
+        steps=(NewStep(user_id=2, channel="in_app", due_at=SMS_AT),),
+        recipients=(2,),
+    )
+    scheduled = (await sealed.ding.create(later)).ding
+    cancelled = await sealed.ding.cancel(scheduled.ding_id, now=NOW + 3)
+    assert cancelled is not None and cancelled.text == DING_TEXT
+
+
+async def test_a3_ding_resends_are_deduplicated_and_conflicts_caught(
+    stores: Stores, sealed: Stores
+) -> None:
+    first = await sealed.ding.create(new_ding())
+    again = await sealed.ding.create(new_ding())
+    assert again.duplicate and again.ding.ding_id == first.ding.ding_id
+    assert again.ding.text == DING_TEXT
+    with pytest.raises(IdempotencyConflict):
+        await sealed.ding.create(msgspec.structs.replace(new_ding(), fingerprint=b"other"))
+    # The stored fingerprint is keyed, not the plain hash of the request (which would let
+    # whoever holds the database confirm a guess of a short text).
+    with pytest.raises(IdempotencyConflict):
+        await stores.ding.create(new_ding())
+
+
+async def test_a1_a_destroyed_key_erases_the_senders_dings_and_nobody_elses(
+    sealed: Stores,
+) -> None:
+    mine = (await sealed.ding.create(new_ding(1, "mine"))).ding
+    theirs = (await sealed.ding.create(new_ding(2, "theirs"))).ding
+    await hand_over(sealed.ding, sms_steps(mine), now=SMS_AT, charges=sms_charges(1))
+    await sealed.keys.destroy("user:1", now=NOW)
+    for ding_id, text in ((mine.ding_id, ""), (theirs.ding_id, "theirs")):
+        got = await sealed.ding.get(ding_id)
+        assert got is not None and got.text == text
+    assert [d.text for d in await sealed.ding.list_received(3, before=None, limit=5)] == [
+        "theirs",
+        "",
+    ]
+    # An SMS still in the outbox carries no words: the relay fails such a step.
+    assert [i.text for i in await sealed.ding.claim_outbox(now=SMS_AT, limit=5)] == ["", ""]
+    with pytest.raises(KeysDestroyed):
+        await sealed.ding.create(new_ding(1, "after deletion", cmid="d9"))
+
+
+async def test_a3_ding_text_under_an_organisations_key(stores: Stores, sealed: Stores) -> None:
+    """How an organisation's own DINGs are sealed (D2, O4): its key, not the sender's."""
+    keys = data_keys(sealed)
+    org_dings = SealedDingStore(stores.ding, keys, ding_organisation_key(7))
+    created = (await org_dings.create(new_ding())).ding
+    assert created.text == DING_TEXT
+    assert (await stores.keys.load("org:7")).keys
+    assert not (await stores.keys.load("user:1")).keys
+    got = await org_dings.get(created.ding_id)
+    assert got is not None and got.text == DING_TEXT
+    # Bound to its key owner: read as a sender-keyed DING it does not open.
+    moved = await sealed.ding.get(created.ding_id)
+    assert moved is not None and moved.text == ""
+    await sealed.keys.destroy("org:7", now=NOW)
+    erased = await org_dings.get(created.ding_id)
+    assert erased is not None and erased.text == ""
+
+
+async def test_a3_a_ding_stored_in_plain_reads_as_erased(stores: Stores, sealed: Stores) -> None:
+    plain = (await stores.ding.create(new_ding())).ding
+    got = await sealed.ding.get(plain.ding_id)
+    assert got is not None and got.text == ""
+
+
+async def test_a3_the_sqlite_ding_row_holds_no_plaintext(tmp_path: Path) -> None:
+    from storage.sqlite import open_sqlite_stores
+
+    root = tmp_path / "data"
+    async with open_sqlite_stores(root) as raw:
+        sealed = seal_stores(raw, MasterKey.generate())
+        created = (await sealed.ding.create(new_ding())).ding
+        await hand_over(sealed.ding, sms_steps(created), now=SMS_AT, charges=sms_charges(1))
+        assert [i.text for i in await sealed.ding.claim_outbox(now=SMS_AT, limit=5)] == [
+            DING_TEXT,
+            DING_TEXT,
+        ]
+        with sqlite3.connect(root / "cross.db") as conn:
+            rows = conn.execute("SELECT text, sealed, fingerprint FROM dings").fetchall()
+        ((text, stored, fingerprint),) = rows
+        assert text == "" and isinstance(stored, bytes) and parse(stored) is not None
+        assert DING_TEXT.encode() not in stored
+        assert fingerprint != b"fp-d1"  # keyed with the master key
+        got = await sealed.ding.get(created.ding_id)
+        assert got is not None and got.text == DING_TEXT
+    for path in root.glob("cross.db*"):  # the database and what is left of its WAL
+        assert DING_TEXT.encode() not in path.read_bytes(), path
+
+
 # --- the wrappers' contract ----------------------------------------------------------------
 
 #: Record types that hold a body (or contain one that may).
@@ -331,6 +515,12 @@ _BODIES = {
     "NewReport",
     "ActRecord",
     "NewAct",
+    "Ding",
+    "NewDing",
+    "DingCreated",
+    "StepChange",
+    "HandOver",
+    "OutboxItem",
 }
 
 
@@ -345,6 +535,7 @@ def _mentions_body(annotation: Any) -> bool:
         (interfaces.CrossDomainStore, SealedCrossDomainStore),
         (orgs.OrganisationStore, SealedOrganisationStore),
         (moderation.ModerationStore, SealedModerationStore),
+        (ding.DingStore, SealedDingStore),
     ],
 )
 def test_a3_every_method_with_a_body_is_sealed_or_opened(protocol: type, wrapper: type) -> None:
@@ -354,8 +545,30 @@ def test_a3_every_method_with_a_body_is_sealed_or_opened(protocol: type, wrapper
     for name, method in inspect.getmembers(protocol, inspect.isfunction):
         if name.startswith("_"):
             continue
-        hints = get_type_hints(method, vars(interfaces) | vars(orgs) | vars(moderation))
+        hints = get_type_hints(
+            method,
+            vars(interfaces) | vars(orgs) | vars(moderation) | vars(ding) | vars(group_capacity),
+        )
         if any(_mentions_body(hint) for hint in hints.values()):
             assert name in vars(wrapper), f"{wrapper.__name__} must override {name}"
             ours = inspect.signature(vars(wrapper)[name])
             assert list(ours.parameters) == list(inspect.signature(method).parameters), name
+
+
+async def test_a3_o4_the_org_ding_store_seals_each_ding_with_its_organisations_key(
+    stores: Stores, sealed: Stores
+) -> None:
+    """D2: ``seal_stores`` seals the organisation DING store with the key of the
+    organisation that pays (and so owns) each DING: destroying it (O4) erases its DINGs
+    and no other organisation's."""
+    mine = msgspec.structs.replace(new_ding(cmid="m"), payer="org:7/user:1")
+    theirs = msgspec.structs.replace(new_ding(cmid="t"), payer="org:8/user:1")
+    first = (await sealed.org_ding.create(mine)).ding
+    second = (await sealed.org_ding.create(theirs)).ding
+    assert first.domain == "org" and first.text == DING_TEXT
+    raw = await stores.org_ding.get(first.ding_id)
+    assert raw is not None and raw.text == "" and raw.sealed is not None
+    await sealed.keys.destroy("org:7", now=NOW)
+    gone, kept = await sealed.org_ding.get(first.ding_id), await sealed.org_ding.get(second.ding_id)
+    assert gone is not None and gone.text == ""
+    assert kept is not None and kept.text == DING_TEXT

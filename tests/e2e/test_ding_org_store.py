@@ -1,0 +1,96 @@
+"""D2 for DINGs over real WebSockets, on memory and SQLite: a DING among one organisation's
+enterprise accounts is that organisation's (id ``o<org>:<n>``, kept in the organisation DING
+store), its recipients get it and confirm it (no SMS after the confirm), its SMS is paid by
+the organisation's package kept in the organisation store (G2), the lists show it, and
+dissolving the organisation (O4) deletes it with the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from client import RivetClient
+from protocol import ding as pd
+from protocol import orgs as po
+from tests.e2e.orgs_world import World, open_world
+from tests.e2e.test_ding_org_quota import SMS_NOW, chat, package, settled, sms_state
+from tests.e2e.test_enterprise import account, verified_org
+
+STORES = ["memory", "sqlite"]
+
+
+async def _ding_event(client: RivetClient) -> pd.DingEvent:
+    with trio.fail_after(10):
+        while not isinstance(event := await client.next_event(), pd.DingEvent):
+            pass
+    return event
+
+
+def _advance(w: World, ms: int) -> None:
+    w.clock.advance(ms)
+    w.server.ctx.ding.scheduler.poke()
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_d2_e2e_an_org_internal_ding_lives_in_the_org_store(
+    tmp_path: Path, store: str
+) -> None:
+    async with open_world(tmp_path, store) as w:
+        await w.user("admin")
+        org = await verified_org(w, "admin", "Acme")
+        ops = await account(w, "admin", org, "ops")
+        dev = await account(w, "admin", org, "dev")
+        await chat(w, "ops", "dev")
+        await w.call("admin", pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=5))
+        stores = w.server.ctx.stores
+
+        async with RivetClient.connect(w.url, w.users["dev"]) as dev_client:
+            later = pd.DingPlan(sms_after_s=60)
+            first: pd.DingSent = await w.call(
+                "ops", pd.DingSend(rid=0, cmid="a", recipients=[dev], text="pager", plan=later)
+            )
+            ding_id = first.ding.ding_id
+            assert ding_id.startswith(f"o{org}:")
+            assert (await _ding_event(dev_client)).ding_id == ding_id
+            confirmed: pd.Ding = await dev_client.request(pd.DingConfirm(rid=0, ding_id=ding_id))
+            assert sms_state(confirmed.ding, dev) == "cancelled"
+        _advance(w, 61_000)
+        await trio.sleep(0.2)
+        assert w.notifier.sms == []  # G1: confirmed before the SMS, none goes out
+
+        now: pd.DingSent = await w.call(
+            "ops", pd.DingSend(rid=0, cmid="b", recipients=[dev], text="now", plan=SMS_NOW)
+        )
+        assert sms_state(await settled(w, "ops", now.ding.ding_id), dev) == "sent"
+        (sms,) = w.notifier.sms
+        assert sms.idempotency_key.startswith(f"rivet-ding-o{pd.ding_number(now.ding.ding_id)}-")
+        # G2: the package, in the organisation store, paid for it, recorded against ops.
+        quota: pd.DingQuota = await w.call("admin", pd.OrgDingQuota(rid=0, org=org))
+        assert (package(quota, "sms").used, package(quota, "sms").members) == (
+            1,
+            [pd.DingMemberUse(user=ops, used=1)],
+        )
+        kept = await stores.org_ding.quota_balance(f"org:{org}", "sms", "package")
+        assert kept is not None and kept.used == 1
+        assert await stores.ding.quota_balance(f"org:{org}", "sms", "package") is None
+        # The lists (merged over both stores) show them, newest first.
+        listed: pd.DingPage = await w.call("ops", pd.DingListSent(rid=0, limit=1))
+        assert [d.ding_id for d in listed.dings] == [now.ding.ding_id]
+        rest: pd.DingPage = await w.call("ops", pd.DingListSent(rid=0, before=listed.next_before))
+        assert [d.ding_id for d in rest.dings] == [ding_id]
+        received: pd.DingPage = await w.call("dev", pd.DingListReceived(rid=0))
+        assert [d.ding_id for d in received.dings] == [now.ding.ding_id, ding_id]
+
+        # O4: dissolving the organisation deletes its DINGs and its package.
+        summary: po.DissolutionSummary = await w.call("admin", po.OrgDissolve(rid=0, org=org))
+        await w.call("admin", po.OrgDissolveConfirm(rid=0, org=org, token=summary.token))
+        for _ in range(500):  # the job runs in the background; bounded wait
+            if await stores.orgs.get_org(org) is None:
+                break
+            await trio.sleep(0.02)
+        assert await stores.orgs.get_org(org) is None
+        for gone in (ding_id, now.ding.ding_id):
+            assert await stores.org_ding.get(pd.ding_number(gone)) is None
+        assert await stores.org_ding.quota_balance(f"org:{org}", "sms", "package") is None
