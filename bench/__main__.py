@@ -81,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
         help="messages in flight per connection (publisher for broadcast)",
     )
     p.add_argument("--payload-size", type=_positive_int, help="bytes per message (about)")
+    p.add_argument("--dings", type=_positive_int, help="ding: DINGs to create (default 100,000)")
+    p.add_argument(
+        "--due-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="ding: the SMS steps fall due this long after the first DING is sent "
+        "(default: 40 s + 1 s per 300 DINGs)",
+    )
     p.add_argument(
         "--workers", type=_positive_int, help="load worker processes (default: one per load CPU)"
     )

@@ -44,6 +44,9 @@ class Options:
     pin: bool = True
     against: str | None = None
     wait_idle: float = 0.0
+    #: ``ding``: DINGs to create, and seconds from the first until their SMS steps fall due.
+    dings: int | None = None
+    due_after: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -4,8 +4,9 @@ controls (O1).
 A *verified* organisation creates enterprise accounts for its members: separate identities
 with their own user ids, which log in with organisation + account name + password
 (``login.enterprise``) and then use every chat op like anyone else. Admins with the
-``members`` permission disable, ban and cancel them, set their controls, read their login
-records and remove their real-person verification; every such act is in the audit log.
+``members`` permission disable, ban and cancel them, set their controls and their contact
+phone number (where their DING SMS and calls go, G1), read their login records and remove
+their real-person verification; every such act is in the audit log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from msgspec import Meta
 from protocol import limits
 from protocol.replies import Result, Tokens
 from protocol.requests import Request
-from protocol.types import Name, OrgId, PageLimit, Timestamp, UserId
+from protocol.types import Name, OrgId, PageLimit, Phone, Timestamp, UserId
 
 AccountName = Annotated[str, Meta(min_length=1, max_length=64)]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
@@ -42,6 +43,8 @@ class OrgAccountCreate(Request, tag="org.account.create", frozen=True):
     account: AccountName
     password: Password
     display_name: Name | None = None
+    #: G1: the contact number its DING SMS and calls go to (E.164); none when null.
+    phone: Phone | None = None
 
 
 class LoginEnterprise(Request, tag="login.enterprise", frozen=True):
@@ -89,6 +92,16 @@ class OrgAccountControls(Request, tag="org.account.controls", frozen=True):
     controls: Annotated[list[ControlName], Meta(max_length=16)]
 
 
+class OrgAccountPhone(Request, tag="org.account.phone", frozen=True):
+    """G1 with P5: set the account's contact phone number (E.164), where its DING SMS and
+    calls go, or clear it with null. The organisation's data (D2): never a login
+    identifier, never shown to other users."""
+
+    org: OrgId
+    user: UserId
+    phone: Phone | None
+
+
 # --- results -------------------------------------------------------------------------------------
 
 
@@ -100,6 +113,8 @@ class AccountInfo(Result, frozen=True):
     person_verified: bool
     controls: list[str]
     created_at: Timestamp
+    #: G1: the contact phone number its admins set, or null.
+    phone: str | None
 
 
 class AccountResult(Result, frozen=True):
@@ -126,6 +141,7 @@ EnterpriseRequest = (
     | OrgAccountVerifyPerson
     | EnterpriseUnverifySelf
     | OrgAccountControls
+    | OrgAccountPhone
 )
 
 ENTERPRISE_RESULT_TYPES: dict[type[Request], type[Result]] = {
@@ -136,4 +152,5 @@ ENTERPRISE_RESULT_TYPES: dict[type[Request], type[Result]] = {
     OrgAccountVerifyPerson: AccountResult,
     EnterpriseUnverifySelf: AccountResult,
     OrgAccountControls: AccountResult,
+    OrgAccountPhone: AccountResult,
 }

@@ -148,6 +148,7 @@ HANDLERS: dict[type[rq.Request], Handler] = {
     pe.OrgAccountVerifyPerson: enterprise_ops.verify_person,
     pe.EnterpriseUnverifySelf: enterprise_ops.unverify_self,
     pe.OrgAccountControls: enterprise_ops.set_controls,
+    pe.OrgAccountPhone: enterprise_ops.set_phone,
     pg.GroupExpand: capacity_ops.expand,
     pg.OrgGroupTopup: capacity_ops.topup,
     pg.OrgGroupPackage: capacity_ops.package,

@@ -6,8 +6,11 @@ phone number can equal (phones are ``+`` and digits), so nobody can log in to it
 it, by phone. In the organisation store it is an ``EnterpriseAccount``: the organisation
 that owns it, the account name (unique within the organisation), the Argon2id hash of its
 password (A2), its status, whether the person behind it passed real-person verification
-(O3), and the information-security controls an admin set on it (O1). Every login attempt
-on an existing account is kept as a ``LoginRecord`` for the organisation's admins.
+(O3), the information-security controls an admin set on it (O1), and the contact phone
+number its admins set for DING SMS and call escalation (G1; the organisation's data, D2:
+never a login identifier, never shown to other users; ``None`` when there is none). Every
+login attempt on an existing account is kept as a ``LoginRecord`` for the organisation's
+admins.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class EnterpriseAccount(msgspec.Struct, frozen=True, kw_only=True):
     person_verified: bool = False
     controls: frozenset[str] = frozenset()
     created_at: int = 0
+    #: G1/P5: where the account's DING SMS and calls go (E.164), set by its admins.
+    phone: str | None = None
 
     @property
     def active(self) -> bool:

@@ -261,10 +261,18 @@ class OrganisationStore(GroupCapacityStore, Protocol):
 
     # enterprise accounts (P5, O1, O3)
     async def create_account(
-        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+        self,
+        org_id: int,
+        *,
+        account: str,
+        user_id: int,
+        password_hash: str,
+        now: int,
+        phone: str | None = None,
     ) -> EnterpriseAccount:
-        """A new active, unverified account without controls. ``AlreadyExists`` if the
-        organisation has an account of that name or the user already is an account."""
+        """A new active, unverified account without controls, with the contact ``phone``
+        given (validated by the caller). ``AlreadyExists`` if the organisation has an account
+        of that name or the user already is an account."""
 
     async def get_account(self, org_id: int, account: str) -> EnterpriseAccount | None: ...
 
@@ -289,6 +297,12 @@ class OrganisationStore(GroupCapacityStore, Protocol):
     async def set_controls(
         self, org_id: int, user_id: int, *, controls: frozenset[str]
     ) -> EnterpriseAccount: ...
+
+    async def set_account_phone(
+        self, org_id: int, user_id: int, *, phone: str | None
+    ) -> EnterpriseAccount:
+        """Set (or with ``None`` clear) the account's contact phone (G1, P5). Not unique:
+        several accounts may share one number, and it is never a login identifier."""
 
     async def record_login(
         self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int

@@ -11,12 +11,17 @@ So the guarantee is **at least once per step, with the same key every time**: a 
 the provider accepted a step and before ``outbox_sent`` committed repeats it after the
 restart, and the provider drops the repeat by its key. At most ``concurrency`` steps are in
 flight at once; the rest wait in the outbox (backpressure, house habit 6).
+
+Where a step goes is one rule, ``dialable_phone`` (G1 with P5): a personal user's phone, an
+enterprise account's contact phone (set by its organisation's admins; its user row's
+``phone`` is only the placeholder ``ent:<org>:<account>``). A step with no number to dial
+never reaches the Notifier: it fails at once (``Unreachable``) and its unit is refunded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -25,7 +30,9 @@ from server.clock import Clock
 from server.notify.interface import Notifier, NotifyError
 from storage.ding import DingStore
 from storage.ding_records import OutboxItem, StepChange
+from storage.enterprise import EnterpriseAccount
 from storage.interfaces import PersonalStore
+from storage.records import User
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,10 @@ log = logging.getLogger(__name__)
 MAX_NOTIFY_TEXT = 480
 
 
-@dataclass(frozen=True, slots=True)
+#: The enterprise account whose personal user row is this user id, if any (P5).
+AccountOf = Callable[[int], Awaitable[EnterpriseAccount | None]]
+
+
 class Unreachable(NotifyError):
     """The step cannot go to any provider (the recipient has no phone number): it fails
     at once, and since no provider saw it, its unit is refunded."""
@@ -42,6 +52,18 @@ class Unreachable(NotifyError):
         super().__init__(message, retryable=False)
 
 
+def dialable_phone(user: User, account: EnterpriseAccount | None) -> str | None:
+    """G1 with P5: the number a DING's SMS or call to ``user`` goes to, or None if there is
+    none. An enterprise account's is the contact phone its organisation's admins set (E.164,
+    validated when set), never its user row's placeholder ``ent:<org>:<account>``; a
+    personal user's is the phone they registered with. A user row whose ``phone`` is not a
+    number (an erased account's ``deleted:<id>``) has none."""
+    if account is not None:
+        return account.phone
+    return user.phone if user.phone.startswith("+") else None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayOptions:
     #: Steps handed to the Notifier at once.
     concurrency: int = 8
@@ -76,16 +98,21 @@ class OutboxRelay:
         *,
         store: DingStore,
         personal: PersonalStore,
+        account_of: AccountOf,
         notifier: Notifier,
         clock: Clock,
         on_change: Callable[[StepChange], None],
+        on_refund: Callable[[], None] = lambda: None,
         options: RelayOptions | None = None,
     ) -> None:
         self._store = store
         self._personal = personal
+        self._account_of = account_of
         self._notifier = notifier
         self._clock = clock
         self._on_change = on_change
+        #: A failed step was owed its unit back (``Unreachable``): carry the refund out.
+        self._on_refund = on_refund
         self._options = options or RelayOptions()
         self._wake = trio.Event()
         self._in_flight = 0
@@ -136,6 +163,8 @@ class OutboxRelay:
                 change = await self._record(item, error)
             if change is not None:
                 self._on_change(change)
+                if isinstance(error, Unreachable):
+                    self._on_refund()
         finally:
             self._in_flight -= 1
             self._wake.set()
@@ -145,6 +174,10 @@ class OutboxRelay:
         recipient = await self._personal.get_user(item.user_id)
         if recipient is None:
             return NotifyError("the recipient's account is gone", retryable=False)
+        phone = dialable_phone(recipient, await self._account_of(item.user_id))
+        if phone is None:
+            # G2: no provider sees the step, so its unit is refunded (``_record``).
+            return Unreachable("the recipient has no phone number to send to")
         if not item.text:
             # A3/A1: the sender's key was destroyed; never send an erased DING's words (or a
             # contentless alert): the step fails, visibly, like any refusal.
@@ -155,11 +188,11 @@ class OutboxRelay:
         try:
             if item.channel == "sms":
                 await self._notifier.send_sms(
-                    phone=recipient.phone, text=text, idempotency_key=item.idempotency_key
+                    phone=phone, text=text, idempotency_key=item.idempotency_key
                 )
             else:
                 await self._notifier.place_call(
-                    phone=recipient.phone, text=text, idempotency_key=item.idempotency_key
+                    phone=phone, text=text, idempotency_key=item.idempotency_key
                 )
         except NotifyError as error:
             return error

@@ -29,7 +29,7 @@ from server.config import Config
 from server.ding.limits import RecipientLimits
 from server.ding.plan import Plan
 from server.ding.quota import Ledgers, OrgPackages, PersonalAllowance, QuotaLedger, payer_org
-from server.ding.relay import OutboxRelay, RelayOptions
+from server.ding.relay import AccountOf, OutboxRelay, RelayOptions
 from server.ding.render import ding_event, status_event
 from server.notify.interface import Notifier
 from server.scheduler import Scheduler
@@ -77,6 +77,7 @@ class DingRuntime:
         *,
         store: DingStore,
         personal: PersonalStore,
+        account_of: AccountOf,
         notifier: Notifier,
         clock: Clock,
         publish: Publish,
@@ -109,9 +110,11 @@ class DingRuntime:
             domain: OutboxRelay(
                 store=each,
                 personal=personal,
+                account_of=account_of,
                 notifier=notifier,
                 clock=clock,
                 on_change=self.publish_change,
+                on_refund=self.refunds_due,
                 options=relay_options,
             )
             for domain, each in self.stores.items()
@@ -148,6 +151,8 @@ class DingRuntime:
             org_store=stores.org_ding,
             org_alive=org_alive,
             personal=stores.personal,
+            # G1 with P5: an enterprise account's DING SMS and calls go to its contact phone.
+            account_of=stores.orgs.account_of_user,
             notifier=notifier,
             clock=clock,
             publish=publish,

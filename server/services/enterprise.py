@@ -3,7 +3,9 @@ real-person verification (O3) and information-security controls (O1).
 
 An enterprise account is an ordinary user row in the personal store (phone placeholder
 ``ent:<org>:<account>``, see ``storage.enterprise``) plus the organisation's
-``EnterpriseAccount`` record. The organisation's admins with ``members`` manage it; each of
+``EnterpriseAccount`` record. The organisation's admins with ``members`` manage it, its
+contact phone number included (where its DING SMS and calls go, G1: the organisation's
+data, D2, shown only in the account info admins and the account itself read); each of
 their acts is in the organisation's audit log (P3). Disabling, banning, cancelling or
 freezing an account revokes its tokens and closes its connections (4005).
 """
@@ -51,6 +53,7 @@ def account_info(account: EnterpriseAccount) -> pe.AccountInfo:
         person_verified=account.person_verified,
         controls=sorted(account.controls),
         created_at=account.created_at,
+        phone=account.phone,
     )
 
 
@@ -98,7 +101,12 @@ async def create_account(
     now = ctx.clock.now_ms()
     try:
         account = await ctx.stores.orgs.create_account(
-            req.org, account=req.account, user_id=user.user_id, password_hash=password_hash, now=now
+            req.org,
+            account=req.account,
+            user_id=user.user_id,
+            password_hash=password_hash,
+            now=now,
+            phone=req.phone,
         )
     except AlreadyExists:
         raise ProtocolError(
@@ -218,6 +226,19 @@ async def set_controls(
     await _changed(ctx, account, updated)
     target = f"user:{req.user}:{','.join(sorted(controls))}"
     await orgs._admin_act(ctx, admin, "account.controls", target)
+    return pe.AccountResult(account=account_info(updated))
+
+
+async def set_phone(ctx: Context, conn: Connection, req: pe.OrgAccountPhone) -> pe.AccountResult:
+    """G1 with P5: set or clear the contact number the account's DING SMS and calls go to
+    (E.164, checked by the protocol type). The audit entry says whether it was set or
+    cleared, not the number."""
+    admin = await _admin(ctx, conn, req.org)
+    account = await _target(ctx, req.org, req.user)
+    updated = await ctx.stores.orgs.set_account_phone(req.org, req.user, phone=req.phone)
+    await _changed(ctx, account, updated)
+    change = "set" if req.phone is not None else "cleared"
+    await orgs._admin_act(ctx, admin, "account.phone", f"user:{req.user}:{change}")
     return pe.AccountResult(account=account_info(updated))
 
 

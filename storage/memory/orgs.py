@@ -361,7 +361,14 @@ class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_
     # enterprise accounts (P5, O1, O3)
 
     async def create_account(
-        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+        self,
+        org_id: int,
+        *,
+        account: str,
+        user_id: int,
+        password_hash: str,
+        now: int,
+        phone: str | None = None,
     ) -> EnterpriseAccount:
         state = self._org(org_id)
         if any(a.account == account for a in state.accounts.values()):
@@ -374,6 +381,7 @@ class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_
             user_id=user_id,
             password_hash=password_hash,
             created_at=now,
+            phone=phone,
         )
         state.accounts[user_id] = created
         return created
@@ -424,6 +432,11 @@ class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_
         self, org_id: int, user_id: int, *, controls: frozenset[str]
     ) -> EnterpriseAccount:
         return self._replace_account(org_id, user_id, controls=frozenset(controls))
+
+    async def set_account_phone(
+        self, org_id: int, user_id: int, *, phone: str | None
+    ) -> EnterpriseAccount:
+        return self._replace_account(org_id, user_id, phone=phone)
 
     async def record_login(
         self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int

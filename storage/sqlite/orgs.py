@@ -40,7 +40,7 @@ _COPY = (
 )
 _ACCOUNT = (
     "SELECT org_id, account, user_id, password_hash, status, person_verified, controls,"
-    " created_at FROM enterprise_accounts"
+    " created_at, phone FROM enterprise_accounts"
 )
 
 
@@ -108,6 +108,7 @@ def _account(row: Any) -> EnterpriseAccount:
         person_verified=bool(row[5]),
         controls=frozenset(c for c in row[6].split(",") if c),
         created_at=row[7],
+        phone=row[8],
     )
 
 
@@ -576,15 +577,22 @@ class SqliteOrganisationStore(SqliteGroupCapacity):  # M2 in storage/sqlite/grou
     # enterprise accounts (P5, O1, O3)
 
     async def create_account(
-        self, org_id: int, *, account: str, user_id: int, password_hash: str, now: int
+        self,
+        org_id: int,
+        *,
+        account: str,
+        user_id: int,
+        password_hash: str,
+        now: int,
+        phone: str | None = None,
     ) -> EnterpriseAccount:
         def create_account(conn: sqlite3.Connection) -> EnterpriseAccount:
             if conn.execute("SELECT 1 FROM organisations WHERE org_id = ?", (org_id,)).fetchone():
                 try:
                     conn.execute(
                         "INSERT INTO enterprise_accounts (org_id, account, user_id,"
-                        " password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                        (org_id, account, user_id, password_hash, now),
+                        " password_hash, created_at, phone) VALUES (?, ?, ?, ?, ?, ?)",
+                        (org_id, account, user_id, password_hash, now, phone),
                     )
                 except sqlite3.IntegrityError:
                     raise AlreadyExists("the account name or the user is taken") from None
@@ -594,6 +602,7 @@ class SqliteOrganisationStore(SqliteGroupCapacity):  # M2 in storage/sqlite/grou
                     user_id=user_id,
                     password_hash=password_hash,
                     created_at=now,
+                    phone=phone,
                 )
             raise KeyError(f"no organisation {org_id}")
 
@@ -659,6 +668,11 @@ class SqliteOrganisationStore(SqliteGroupCapacity):  # M2 in storage/sqlite/grou
     ) -> EnterpriseAccount:
         text = ",".join(sorted(controls))
         return await self._update_account("set_account_controls", org_id, user_id, "controls", text)
+
+    async def set_account_phone(
+        self, org_id: int, user_id: int, *, phone: str | None
+    ) -> EnterpriseAccount:
+        return await self._update_account("set_account_phone", org_id, user_id, "phone", phone)
 
     async def record_login(
         self, org_id: int, user_id: int, *, ok: bool, reason: str, now: int

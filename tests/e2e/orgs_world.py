@@ -18,8 +18,10 @@ import msgspec
 import trio
 
 from client import ClientState, RivetClient
+from client.connection import RivetConnection
+from protocol import PROTOCOL_VERSION, replies
+from protocol import enterprise as pe
 from protocol import orgs as po
-from protocol import replies
 from protocol import requests as rq
 from server.app import RunningServer, serve
 from server.auth import ServerKeys
@@ -108,6 +110,22 @@ class World:
         out["counts"] = enc(await self.call(admin, po.AdminCounts(rid=0, org=org)))
         out["audit"] = enc(await self.call(admin, po.AdminAudit(rid=0, org=org)))
         return out
+
+
+async def login_enterprise_at(url: str, org: int, account: str, password: str) -> ClientState:
+    """P5: log an enterprise account in (organisation + account name + password)."""
+    async with RivetConnection.open(url) as conn:
+        await conn.request(rq.Hello(rid=0, version=PROTOCOL_VERSION))
+        tokens: replies.Tokens = await conn.request(
+            pe.LoginEnterprise(rid=0, org=org, account=account, password=password)
+        )
+        await conn.aclose()
+    return ClientState(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        user_id=tokens.session.user_id,
+        device_id=tokens.session.device_id,
+    )
 
 
 @asynccontextmanager

@@ -126,7 +126,7 @@ async def test_g2_e2e_an_enterprise_account_pays_through_its_own_org(
         org = await verified_org(w, "admin", "Acme")
         other = await w.create_org("admin", "Elsewhere")
         ops = await account(w, "admin", org, "ops")
-        dev = await account(w, "admin", org, "dev")
+        dev = await account(w, "admin", org, "dev", phone="+15550000042")
         await chat(w, "ops", "dev")
         await w.call("admin", pd.OrgDingTopup(rid=0, cmid="t1", org=org, channel="sms", units=3))
         elsewhere = pd.DingSend(rid=0, cmid="e0", recipients=[dev], text="x", org=other)
@@ -137,6 +137,7 @@ async def test_g2_e2e_an_enterprise_account_pays_through_its_own_org(
                 pd.DingSend(rid=0, cmid=cmid, recipients=[dev], text="x", plan=SMS_NOW, org=named),
             )
             assert sms_state(await settled(w, "ops", sent.ding.ding_id), dev) == "sent"
+        assert [s.phone for s in w.notifier.sms] == ["+15550000042"] * 2  # G1: the contact phone
         quota: pd.DingQuota = await w.call("admin", pd.OrgDingQuota(rid=0, org=org))
         sms = package(quota, "sms")
         assert (sms.used, sms.remaining) == (2, 1)

@@ -34,6 +34,7 @@ from protocol.errors import CloseCode, ErrorCode
 from protocol.ids import direct_conversation_id
 from storage.enterprise import placeholder_phone
 from storage.keys import org_owner, user_owner
+from tests.e2e.orgs_world import login_enterprise_at
 from tests.e2e.processes import RIVET, create_users, rivet_server
 from tests.e2e.waiting import wait_until
 
@@ -80,18 +81,7 @@ def _rivet(data: Path, *args: str) -> None:
 
 
 async def _login_enterprise(url: str, org: int, account: str) -> ClientState:
-    async with RivetConnection.open(url) as conn:
-        await conn.request(rq.Hello(rid=0, version=PROTOCOL_VERSION))
-        tokens: replies.Tokens = await conn.request(
-            pe.LoginEnterprise(rid=0, org=org, account=account, password=PASSWORD)
-        )
-        await conn.aclose()
-    return ClientState(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        user_id=tokens.session.user_id,
-        device_id=tokens.session.device_id,
-    )
+    return await login_enterprise_at(url, org, account, PASSWORD)
 
 
 async def _call(url: str, state: ClientState, request: rq.Request) -> Any:

@@ -10,37 +10,25 @@ from typing import Any
 import pytest
 import trio
 
-from client import ClientState, RivetClient, RivetError
-from client.connection import RivetConnection
-from protocol import PROTOCOL_VERSION, replies
+from client import RivetClient, RivetError
 from protocol import ding as pd
 from protocol import enterprise as pe
 from protocol import live as pl
 from protocol import orgs as po
+from protocol import replies
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
 from protocol.ids import direct_conversation_id
 from server import cli_org
 from storage.enterprise import EnterpriseAccount
-from tests.e2e.orgs_world import World, open_world, texts
+from tests.e2e.orgs_world import World, login_enterprise_at, open_world, texts
 
 STORES = ["memory", "sqlite"]
 PASSWORD = "correct horse battery"
 
 
 async def login_enterprise(w: World, org: int, account: str, password: str = PASSWORD) -> Any:
-    async with RivetConnection.open(w.url) as conn:
-        await conn.request(rq.Hello(rid=0, version=PROTOCOL_VERSION))
-        tokens: replies.Tokens = await conn.request(
-            pe.LoginEnterprise(rid=0, org=org, account=account, password=password)
-        )
-        await conn.aclose()
-    return ClientState(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        user_id=tokens.session.user_id,
-        device_id=tokens.session.device_id,
-    )
+    return await login_enterprise_at(w.url, org, account, password)
 
 
 async def login_refused(w: World, org: int, account: str, password: str = PASSWORD) -> int:
@@ -55,10 +43,11 @@ async def verified_org(w: World, admin: str, name: str) -> int:
     return org
 
 
-async def account(w: World, admin: str, org: int, name: str) -> int:
-    """Create an enterprise account, log in as it, and register it in the world as ``name``."""
+async def account(w: World, admin: str, org: int, name: str, *, phone: str | None = None) -> int:
+    """Create an enterprise account (with the contact ``phone`` for its DING SMS and calls,
+    if given), log in as it, and register it in the world as ``name``."""
     created: pe.AccountResult = await w.call(
-        admin, pe.OrgAccountCreate(rid=0, org=org, account=name, password=PASSWORD)
+        admin, pe.OrgAccountCreate(rid=0, org=org, account=name, password=PASSWORD, phone=phone)
     )
     w.users[name] = await login_enterprise(w, org, name)
     assert w.uid(name) == created.account.user
@@ -205,6 +194,83 @@ async def test_p5_disable_ban_cancel_close_connections_and_refuse_login(tmp_path
         assert carol != bob
         leave = po.OrgLeave(rid=0, org=org)
         assert await refused(w, "carol", leave) == ErrorCode.ENTERPRISE_ACCOUNT_BOUND
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_g1_p5_admins_set_change_and_clear_an_accounts_contact_phone(
+    tmp_path: Path, store: str
+) -> None:
+    """P5: the contact phone (where the account's DING SMS and calls go, G1) is the
+    organisation's to set, at creation or with ``org.account.phone``, E.164 only, by admins
+    with ``members``, each act in the audit log (P3). It is no login identifier and nobody
+    else finds or sees it."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("admin", "alice", "auditor", "other", "friend"):
+            await w.user(name)
+        org = await verified_org(w, "admin", "Acme")
+        other_org = await verified_org(w, "other", "Other")
+        for member in ("alice", "auditor"):
+            await w.join(org, "admin", member)
+        await w.call(
+            "admin",
+            po.OrgSetAdmin(
+                rid=0, org=org, user=w.uid("auditor"), role="admin", permissions=["audit"]
+            ),
+        )
+        bob = await account(w, "admin", org, "bob", phone="+15550000123")
+        carol = await account(w, "admin", org, "carol")
+        created: pe.AccountResult = await w.call(
+            "admin", pe.OrgAccountPhone(rid=0, org=org, user=carol, phone="+4930123456")
+        )
+        assert created.account.phone == "+4930123456" and created.account.account == "carol"
+        changed: pe.AccountResult = await w.call(
+            "admin", pe.OrgAccountPhone(rid=0, org=org, user=bob, phone="+4930999")
+        )
+        assert changed.account.phone == "+4930999"
+        kept = await w.server.ctx.stores.orgs.account_of_user(bob)
+        assert kept is not None and kept.phone == "+4930999"
+        # Validation: E.164 only (a leading +, 4 to 15 digits).
+        for bad in ("015550000123", "+0123456", "+1 555 000", "+12", "ent:1:bob", ""):
+            set_bad = pe.OrgAccountPhone(rid=0, org=org, user=bob, phone=bad)
+            assert await refused(w, "admin", set_bad) == ErrorCode.INVALID_FIELD
+        create_bad = pe.OrgAccountCreate(
+            rid=0, org=org, account="dave", password=PASSWORD, phone="5550000"
+        )
+        assert await refused(w, "admin", create_bad) == ErrorCode.INVALID_FIELD
+        # Permission: `members` only; another organisation's admin finds no such account.
+        attempt = pe.OrgAccountPhone(rid=0, org=org, user=bob, phone="+15550000999")
+        for caller in ("alice", "auditor"):
+            assert await refused(w, caller, attempt) == ErrorCode.FORBIDDEN
+        assert await refused(w, "bob", attempt) == ErrorCode.FORBIDDEN  # not even itself
+        assert await refused(w, "friend", attempt) == ErrorCode.NOT_FOUND  # not a member
+        theirs = pe.OrgAccountPhone(rid=0, org=other_org, user=bob, phone="+15550000999")
+        assert await refused(w, "other", theirs) == ErrorCode.NOT_FOUND
+        cleared: pe.AccountResult = await w.call(
+            "admin", pe.OrgAccountPhone(rid=0, org=org, user=bob, phone=None)
+        )
+        assert cleared.account.phone is None
+        # The other account settings carry it unchanged.
+        status: pe.AccountResult = await w.call(
+            "admin", pe.OrgAccountControls(rid=0, org=org, user=carol, controls=["no_live"])
+        )
+        assert status.account.phone == "+4930123456"
+        # P3: every change is logged, saying set or cleared (the number stays in the record).
+        audit: po.AuditPage = await w.call("admin", po.AdminAudit(rid=0, org=org, limit=100))
+        assert [e.target for e in audit.entries if e.action == "account.phone"] == [
+            f"user:{carol}:set",
+            f"user:{bob}:set",
+            f"user:{bob}:cleared",
+        ]
+        assert all(e.actor == w.uid("admin") for e in audit.entries if e.action == "account.phone")
+        # Never a login identifier, never found or shown to others: the account's user row
+        # keeps its placeholder, a contact search by the number finds nobody, a profile
+        # shows a display name only.
+        row = await w.server.ctx.stores.personal.get_user(carol)
+        assert row is not None and row.phone == f"ent:{org}:carol"
+        find = rq.ContactsAdd(rid=0, cmid="c1", phone="+4930123456")
+        assert await refused(w, "friend", find) == ErrorCode.NOT_FOUND
+        users: replies.Users = await w.call("friend", rq.UsersGet(rid=0, user_ids=[carol]))
+        assert "+4930123456" not in repr(users)
 
 
 @pytest.mark.parametrize("store", STORES)

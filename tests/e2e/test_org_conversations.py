@@ -49,6 +49,14 @@ async def acme(w: World) -> int:
     return org
 
 
+async def org_team(w: World, org: int) -> replies.GroupCreated:
+    """Bob's organisation-internal group with eve (D2)."""
+    created: replies.GroupCreated = await w.call(
+        "bob", rq.GroupCreate(rid=0, cmid="g", title="team", members=[w.uid("eve")], org=org)
+    )
+    return created
+
+
 @pytest.mark.parametrize("store", STORES)
 async def test_d2_single_chat_between_accounts_of_one_org_lives_in_its_store(
     tmp_path: Path, store: str
@@ -84,9 +92,7 @@ async def test_d2_org_group_holds_only_the_orgs_enterprise_accounts(
 ) -> None:
     async with open_world(tmp_path, store) as w:
         org = await acme(w)
-        created: replies.GroupCreated = await w.call(
-            "bob", rq.GroupCreate(rid=0, cmid="g", title="team", members=[w.uid("eve")], org=org)
-        )
+        created = await org_team(w, org)
         conv = created.conv.conv
         assert conv.startswith(f"o:{org}:g:")
         assert await w.server.ctx.stores.org_conversations.get_conversation(conv) is not None
@@ -183,9 +189,7 @@ async def test_l1_d2_a_live_stream_in_an_org_group_is_recorded_in_the_orgs_store
 ) -> None:
     async with open_world(tmp_path, store) as w:
         org = await acme(w)
-        team: replies.GroupCreated = await w.call(
-            "bob", rq.GroupCreate(rid=0, cmid="g", title="team", members=[w.uid("eve")], org=org)
-        )
+        team = await org_team(w, org)
         plain: replies.GroupCreated = await w.call(
             "bob", rq.GroupCreate(rid=0, cmid="p", title="plain", members=[w.uid("pat")])
         )
@@ -215,9 +219,7 @@ async def test_o4_dissolution_deletes_the_orgs_own_conversations_and_keeps_cross
         org = await acme(w)
         inside = await w.direct("bob", "eve")
         outside = await w.direct("pat", "bob")
-        team: replies.GroupCreated = await w.call(
-            "bob", rq.GroupCreate(rid=0, cmid="g", title="team", members=[w.uid("eve")], org=org)
-        )
+        team = await org_team(w, org)
         await w.say("bob", inside, "internal")
         await w.say("eve", team.conv.conv, "team talk")
         await w.say("pat", outside, "pat's own words")

@@ -4,7 +4,10 @@ the organisation DING store, id ``o<org>:<n>``) and works end to end; any other 
 cross-domain; the organisation's package lives in the organisation store and pays for both
 its internal DINGs and cross-domain DINGs sent in its context, once per step even across a
 crash between the charge and the hand-over; dissolving the organisation (O4) removes its
-DINGs and its package, and their timers fire into nothing."""
+DINGs and its package, and their timers fire into nothing. An enterprise account's SMS and
+calls go to the contact phone its admins set (G1 with P5), never to its user row's
+placeholder; without one its SMS and call steps fail at once, refunded, and nothing reaches
+the Notifier."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from tests.server.test_ding import User, World, _NoSocket, steps_of, world
 PASSWORD = "correct horse battery"
 SMS_NOW = pd.DingPlan(sms_after_s=0)
 _names = itertools.count(1)
+_contact_phones = itertools.count(1)
 
 
 def _account(org_id: int, user_id: int) -> EnterpriseAccount:
@@ -65,11 +69,17 @@ async def _org(w: World, admin: User) -> int:
     return org
 
 
-async def _account_user(w: World, admin: User, org: int, name: str) -> User:
-    """P5: an enterprise account created by ``admin`` and logged in on its own connection."""
-    await w.ok(admin, pe.OrgAccountCreate(rid=0, org=org, account=name, password=PASSWORD))
+async def _account_user(
+    w: World, admin: User, org: int, name: str, *, contact: bool = True
+) -> User:
+    """P5: an enterprise account created by ``admin`` and logged in on its own connection,
+    with a contact phone for its DING SMS and calls (G1) unless ``contact`` is false (then
+    ``phone`` is its user row's placeholder, which nothing may ever be sent to)."""
+    phone = f"+1777{next(_contact_phones):07d}" if contact else None
+    create = pe.OrgAccountCreate(rid=0, org=org, account=name, password=PASSWORD, phone=phone)
+    await w.ok(admin, create)
     conn = Connection(ws=_NoSocket(), queue_frames=4096)  # type: ignore[arg-type]
-    user = User(user_id=0, conn=conn, phone=placeholder_phone(org, name))
+    user = User(user_id=0, conn=conn, phone=phone or placeholder_phone(org, name))
     await w.ok(user, rq.Hello(rid=0, version=1))
     tokens = await w.ok(user, pe.LoginEnterprise(rid=0, org=org, account=name, password=PASSWORD))
     user.user_id = tokens["session"]["user_id"]
@@ -131,7 +141,8 @@ async def test_d2_an_org_internal_ding_lives_in_the_org_store_end_to_end(
         shown = await w.get(ops, ding_id)
         assert steps_of(shown, qa)["sms"] == "sent"
         (sms,) = w.notifier.sms
-        assert sms.phone == qa.phone
+        # G1 with P5: to the contact phone the admin set, not the placeholder.
+        assert sms.phone == qa.phone and qa.phone.startswith("+1777")
         assert sms.idempotency_key.startswith(f"rivet-ding-o{number}-s")
         await trio.sleep(300)  # past the re-DING interval (and the call)
         again = await w.ok(ops, pd.DingRedding(rid=0, ding_id=ding_id))
@@ -304,6 +315,76 @@ async def test_g2_a_confirm_after_the_charge_gives_the_unit_back(
         assert (await _sms_package(w, admin, org))["used"] == 0
         assert steps_of(await w.get(admin, ding["ding_id"]), outsider)["sms"] == "cancelled"
         assert w.notifier.sms == []
+
+
+async def _used(w: World, admin: User, org: int) -> dict[str, int]:
+    quota = await w.ok(admin, pd.OrgDingQuota(rid=0, org=org))
+    return {p["channel"]: p["used"] for p in quota["packages"]}
+
+
+async def test_g1_p5_an_account_without_a_contact_phone_is_never_sent_to_and_refunded(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """G1/G2 with P5: an enterprise account's user row holds only a placeholder phone. With
+    no contact phone set, its SMS and call steps fail at once, nothing for it reaches the
+    Notifier, and the package gets its units back; once an admin sets one, they go there."""
+    async with world(tmp_path) as w:
+        admin, org, ops, dev = await _scene(w)
+        bare = await _account_user(w, admin, org, "bare", contact=False)
+        await _internal_chat(w, org, ops, bare)
+        await _topup(w, admin, org, 10)
+        await w.ok(admin, pd.OrgDingTopup(rid=0, cmid="t2", org=org, channel="call", units=10))
+        at_once = pd.DingPlan(sms_after_s=0, call_after_s=0)
+        ding = await w.ding(ops, dev, bare, plan=at_once)
+        await trio.sleep(1)
+        shown = await w.get(ops, ding["ding_id"])
+        assert steps_of(shown, bare) == {"in_app": "sent", "sms": "failed", "call": "failed"}
+        assert steps_of(shown, dev) == {"in_app": "sent", "sms": "sent", "call": "sent"}
+        # Only dev's SMS and call reached the Notifier (one SMS attempt in all).
+        assert [s.phone for s in w.notifier.sms] == [dev.phone]
+        assert [c.phone for c in w.notifier.calls] == [dev.phone]
+        assert len(w.notifier.attempts) == 1
+        assert w.ctx.ding.refunded == 2
+        assert await _used(w, admin, org) == {"sms": 1, "call": 1}  # bare's units came back
+        # The admin sets a contact phone: the next DING's SMS goes to it at once (no cache),
+        # and the user row keeps its placeholder (never a login identifier).
+        await w.ok(admin, pe.OrgAccountPhone(rid=0, org=org, user=bare.user_id, phone="+4930123"))
+        again = await w.ding(ops, bare, plan=SMS_NOW)
+        await trio.sleep(1)
+        assert steps_of(await w.get(ops, again["ding_id"]), bare)["sms"] == "sent"
+        assert [s.phone for s in w.notifier.sms] == [dev.phone, "+4930123"]
+        row = await w.ctx.stores.personal.get_user(bare.user_id)
+        assert row is not None and row.phone == placeholder_phone(org, "bare")
+
+
+async def test_g2_p5_no_contact_phone_refunds_cross_domain_payers_too(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The no-number rule on cross-domain DINGs (cross.db): paid by the organisation's
+    package (charged in the organisation's database) or by a personal allowance; each unit
+    comes back, and the placeholder never reaches the Notifier."""
+    async with world(tmp_path) as w:
+        admin, org, _ops, _dev = await _scene(w)
+        bare = await _account_user(w, admin, org, "bare", contact=False)
+        # O3: the account needs real-person verification to chat with an outsider.
+        await w.ctx.stores.orgs.set_person_verified(org, bare.user_id, verified=True)
+        w.ctx.enterprise.invalidate(bare.user_id)
+        await w.chat(admin, bare)
+        await _topup(w, admin, org, 5)
+        paid_by_org = await w.ding(admin, bare, plan=SMS_NOW, org=org)
+        personal = await w.ding(admin, bare, plan=pd.DingPlan(call_after_s=0))
+        assert paid_by_org["ding_id"].startswith("x:") and personal["ding_id"].startswith("x:")
+        await trio.sleep(1)
+        assert steps_of(await w.get(admin, paid_by_org["ding_id"]), bare)["sms"] == "failed"
+        assert steps_of(await w.get(admin, personal["ding_id"]), bare)["call"] == "failed"
+        assert w.notifier.sms == [] and w.notifier.calls == [] and w.notifier.attempts == []
+        assert w.ctx.ding.refunded == 2
+        assert (await _sms_package(w, admin, org))["used"] == 0
+        charge = w.ctx.ding.ledger.charge(
+            payer=f"user:{admin.user_id}", channel="call", now_ms=w.ctx.clock.now_ms()
+        )
+        allowance = await w.ctx.stores.ding.quota_balance(charge.account, "call", charge.period)
+        assert allowance is not None and allowance.used == 0
 
 
 async def test_o4_dissolution_removes_the_orgs_dings_and_package(

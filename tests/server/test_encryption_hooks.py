@@ -131,6 +131,7 @@ async def test_a1_erasing_an_account_erases_its_dings_and_the_relay_sends_no_wor
     relay = DingRelay(
         store=stores.ding,
         personal=stores.personal,
+        account_of=stores.orgs.account_of_user,
         notifier=notifier,
         clock=clock,
         on_change=on_change,

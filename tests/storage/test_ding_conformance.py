@@ -310,6 +310,34 @@ async def test_outbox_retry_and_failure_and_claims_after_a_restart(store: DingSt
     assert await store.release_claims() == 0
 
 
+async def test_g2_a_step_that_fails_without_reaching_a_provider_is_refunded(
+    store: DingStore,
+) -> None:
+    """``outbox_failed(refund=True)``: the step had no number to send to (G1 with P5: an
+    enterprise account without a contact phone), so no provider saw it: ``failed``, its row
+    gone, and a refund of its unit owed in the same transaction, carried out once. A
+    failure without ``refund`` (the provider refused) keeps its unit used."""
+    ding = (await store.create(new_ding())).ding
+    sms2 = step_ids(ding, user=2, channel="sms")
+    sms3 = step_ids(ding, user=3, channel="sms")
+    await hand_over(store, sms2 + sms3, now=SMS_AT, charges=charges())
+    assert len(await store.claim_outbox(now=SMS_AT, limit=5)) == 2
+    unreachable = await store.outbox_failed(sms2[0], now=SMS_AT + 1, refund=True)
+    assert unreachable is not None and unreachable.recipient.user_id == 2
+    assert [s.state for s in unreachable.recipient.steps if s.channel == "sms"] == ["failed"]
+    refused = await store.outbox_failed(sms3[0], now=SMS_AT + 1)
+    assert refused is not None
+    assert [s.state for s in refused.recipient.steps if s.channel == "sms"] == ["failed"]
+    assert await store.refunds_owed(limit=10) == [(sms2[0], "user:1")]
+    # The row is gone: a repeat changes nothing and owes nothing more.
+    assert await store.outbox_failed(sms2[0], now=SMS_AT + 2, refund=True) is None
+    assert await store.claim_outbox(now=SMS_AT + 10_000, limit=5) == []
+    assert await settle_refunds(store, now=SMS_AT + 3) == 1
+    assert await settle_refunds(store, now=SMS_AT + 4) == 0
+    balance = await store.quota_balance("user:1", "sms", "2026-01")
+    assert balance is not None and balance.used == 1 and balance.by_member == {1: 1}
+
+
 async def test_lists_are_newest_first_and_paged(store: DingStore) -> None:
     ids = [(await store.create(new_ding(cmid=f"c{i}"))).ding.ding_id for i in range(5)]
     await store.create(new_ding(sender=9, cmid="x", recipients=(1,)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from storage.errors import AlreadyExists
@@ -67,6 +68,45 @@ async def test_o1_o3_status_verification_and_controls(stores: Stores) -> None:
         await stores.orgs.set_person_verified(other.org_id, 10, verified=False)
     with pytest.raises(KeyError):
         await stores.orgs.set_controls(other.org_id, 10, controls=frozenset({"frozen"}))
+
+
+async def test_g1_p5_the_contact_phone_is_set_changed_and_cleared(stores: Stores) -> None:
+    """G1 with P5: the account's contact phone for DING SMS and calls, the organisation's
+    data (D2). Optional at creation, not unique, reachable only through its organisation."""
+    org = await stores.orgs.create_org(name="Acme", disclosure="", creator=1, now=NOW)
+    bob = await stores.orgs.create_account(
+        org.org_id, account="bob", user_id=10, password_hash="h", now=NOW, phone="+15550001"
+    )
+    assert bob.phone == "+15550001"
+    assert (await stores.orgs.account_of_user(10)) == bob
+    carol = await stores.orgs.create_account(
+        org.org_id, account="carol", user_id=11, password_hash="h", now=NOW
+    )
+    assert carol.phone is None and (await stores.orgs.get_account(org.org_id, "carol")) == carol
+    # Several accounts may share one number (a team's on-call phone).
+    shared = await stores.orgs.set_account_phone(org.org_id, 11, phone="+15550001")
+    assert shared.phone == "+15550001" and shared.account == "carol"
+    changed = await stores.orgs.set_account_phone(org.org_id, 10, phone="+4930123")
+    assert changed == msgspec.structs.replace(bob, phone="+4930123")
+    assert (await stores.orgs.get_account(org.org_id, "bob")) == changed
+    assert changed.phone == "+4930123" and changed.status == "active"
+    cleared = await stores.orgs.set_account_phone(org.org_id, 10, phone=None)
+    assert cleared.phone is None and (await stores.orgs.account_of_user(10)) == cleared
+    # Other changes keep it.
+    await stores.orgs.set_account_phone(org.org_id, 10, phone="+4930124")
+    assert (await stores.orgs.set_controls(org.org_id, 10, controls=frozenset())).phone == (
+        "+4930124"
+    )
+    assert (await stores.orgs.set_account_status(org.org_id, 10, status="disabled")).phone == (
+        "+4930124"
+    )
+    (listed, _carol) = await stores.orgs.list_accounts(org.org_id, limit=5)
+    assert listed.phone == "+4930124"
+    other = await stores.orgs.create_org(name="Other", disclosure="", creator=2, now=NOW)
+    with pytest.raises(KeyError):  # an organisation reaches only its own accounts
+        await stores.orgs.set_account_phone(other.org_id, 10, phone="+15550009")
+    with pytest.raises(KeyError):
+        await stores.orgs.set_account_phone(org.org_id, 99, phone=None)
 
 
 async def test_p5_login_records_newest_first_per_account(stores: Stores) -> None:
