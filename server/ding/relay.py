@@ -57,9 +57,10 @@ def dialable_phone(user: User, account: EnterpriseAccount | None) -> str | None:
     none. An enterprise account's is the contact phone its organisation's admins set (E.164,
     validated when set), never its user row's placeholder ``ent:<org>:<account>``; a
     personal user's is the phone they registered with. A user row whose ``phone`` is not a
-    number (an erased account's ``deleted:<id>``) has none."""
+    number (an erased account's ``deleted:<id>``) has none, and neither has an enterprise
+    account its organisation disabled, banned or cancelled (P5: it is out of reach)."""
     if account is not None:
-        return account.phone
+        return account.phone if account.active else None
     return user.phone if user.phone.startswith("+") else None
 
 
