@@ -595,8 +595,8 @@ def may_ding(
     reachable: AbstractSet[int],
     blocked_by: AbstractSet[int],
 ) -> list[int]:
-    """G1: a DING goes to people the sender shares a conversation with (both current
-    members of one single chat or group), never to the sender, and not to someone who
+    """G1: a DING goes to people the sender shares a conversation or an organisation with
+    (``reachable``), never to the sender, and not to someone who
     blocked the sender (M5). Someone the sender shares nothing with is refused exactly like
     a user that does not exist, so a DING never reveals who has an account. Returns the
     recipients without repeats, in the order given."""

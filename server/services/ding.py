@@ -208,11 +208,16 @@ async def _membership(ctx: Context, org_id: int | None, user_id: int) -> OrgMemb
 
 
 async def _reachable(ctx: Context, caller: int, users: list[int]) -> set[int]:
-    """Which of ``users`` share a conversation with the caller: both current members of one
-    single chat or group, in either conversation store (D2/D3)."""
+    """G1: which of ``users`` share a conversation with the caller (both current members of
+    one single chat or group, in either conversation store, D2/D3) or an organisation (both
+    current members of it, enterprise accounts included)."""
     mine = {m.conv_id for m in await _memberships(ctx, caller) if m.active}
+    my_orgs = set(await ctx.org_index.orgs_of(caller))
     found: set[int] = set()
     for user in set(users) - {caller}:
+        if my_orgs.intersection(await ctx.org_index.orgs_of(user)):
+            found.add(user)
+            continue
         theirs = await _memberships(ctx, user)
         if any(m.active and m.conv_id in mine for m in theirs):
             found.add(user)

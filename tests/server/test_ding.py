@@ -18,6 +18,7 @@ import trio.testing
 
 from protocol import codec
 from protocol import ding as pd
+from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.ids import direct_conversation_id
@@ -348,6 +349,30 @@ async def test_g3_redding_reaches_the_unconfirmed_at_most_once_per_interval(
         await trio.sleep(300)
         done = await w.call(alice, pd.DingRedding(rid=0, ding_id=ding["ding_id"]))
         assert done["code"] == ErrorCode.INVALID_STATE
+
+
+async def test_g1_recipients_include_people_the_sender_shares_an_organisation_with(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """G1: sharing an organisation is enough, with no conversation between them; leaving
+    it ends that (and a stranger stays unknown)."""
+    async with world(tmp_path) as w:
+        admin, colleague, stranger = [await w.new_user(n) for n in ("A", "C", "S")]
+        created = await w.ok(admin, po.OrgCreate(rid=0, name="Acme"))
+        org = created["org"]["org"]
+        invited = await w.ok(admin, po.OrgInvite(rid=0, org=org, user=colleague.user_id))
+        request_id = invited["request"]["request_id"]
+        await w.ok(colleague, po.OrgAnswer(rid=0, org=org, request_id=request_id, accept=True))
+        await w.ding(admin, colleague)  # no conversation between them: the organisation
+        unknown = await w.call(
+            admin, pd.DingSend(rid=0, cmid="s", recipients=[stranger.user_id], text="x")
+        )
+        assert unknown["code"] == ErrorCode.NOT_FOUND
+        await w.ok(colleague, po.OrgLeave(rid=0, org=org))
+        gone = await w.call(
+            admin, pd.DingSend(rid=0, cmid="l", recipients=[colleague.user_id], text="x")
+        )
+        assert gone["code"] == ErrorCode.NOT_FOUND
 
 
 async def test_g1_recipients_are_people_the_sender_shares_a_conversation_with(
