@@ -31,7 +31,6 @@ expose, so whoever destroys keys through ``stores.keys`` evicts them too.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
 import logging
 import time
@@ -185,7 +184,7 @@ class DataKeys:
         """An idempotency fingerprint keyed by the master key: the stored fingerprint is a
         hash of the content, which a plain hash would let anyone holding the database
         confirm guesses of."""
-        return hmac.new(self._fingerprint_key, fingerprint, hashlib.sha256).digest()[:16]
+        return hmac.digest(self._fingerprint_key, fingerprint, "sha256")[:16]
 
     async def rotate(self, owner: str) -> int:
         """Make a new active key for the owner (old ones keep opening what they sealed);
