@@ -87,7 +87,14 @@ def parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="SECONDS",
         help="ding: the SMS steps fall due this long after the first DING is sent "
-        "(default: 40 s + 1 s per 300 DINGs)",
+        "(default: 40 s + 1 s per 600 DINGs)",
+    )
+    p.add_argument(
+        "--due-spread",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="ding: spread the SMS steps' due times evenly over this long (default: one "
+        "instant, the hand-over's peak rate)",
     )
     p.add_argument(
         "--workers", type=_positive_int, help="load worker processes (default: one per load CPU)"

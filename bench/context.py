@@ -44,9 +44,11 @@ class Options:
     pin: bool = True
     against: str | None = None
     wait_idle: float = 0.0
-    #: ``ding``: DINGs to create, and seconds from the first until their SMS steps fall due.
+    #: ``ding``: DINGs to create, seconds from the first until their SMS steps fall due,
+    #: and seconds over which the due times are spread (None: one instant).
     dings: int | None = None
     due_after: float | None = None
+    due_spread: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -8,7 +8,8 @@ orchestrator (``bench/scenarios/ding.py``):
    DINGs with ``ding.send``, ``window`` in flight per connection, one recipient each (round
    robin over the recipients it shares a group with), a plan with only an SMS step, whose
    ``sms_after_s`` is chosen so that the step falls due at ``due_at_ms`` (wall clock, the
-   server's ms; at least ``min_delay_s`` after the DING). Records each ``ding.send`` round
+   server's ms; at least ``min_delay_s`` after the DING), or with ``due_spread_ms`` spread
+   evenly over that many ms from then, in each sender's order. Records each ``ding.send`` round
    trip, and for every DING its number and its SMS step's ``due_at`` as the reply says;
    says ``created``;
 3. ``disconnect`` / ``reconnect``: around the server's restart (``disconnected``,
@@ -99,6 +100,7 @@ async def senders(ctx: WorkerContext) -> dict[str, Any]:
         ctx.send("ready")
         go = await ctx.recv("go")
         due_at_ms: int = go["due_at_ms"]
+        due_spread_ms: int = go["due_spread_ms"]
 
         async def send_all(index: int, wire: Wire) -> None:
             nonlocal failed, duplicates, last_ns
@@ -108,7 +110,8 @@ async def senders(ctx: WorkerContext) -> dict[str, Any]:
             async def lane() -> None:
                 nonlocal failed, duplicates, last_ns
                 for n in todo:
-                    wait_s = math.ceil((due_at_ms - time.time() * 1000) / 1000)
+                    target = due_at_ms + due_spread_ms * n // count
+                    wait_s = math.ceil((target - time.time() * 1000) / 1000)
                     plan = pd.DingPlan(sms_after_s=max(min_delay_s, wait_s))
                     request = pd.DingSend(
                         rid=0,

@@ -256,6 +256,8 @@ class ServerHandle:
     cpus: tuple[int, ...] | None = None
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
+    #: Set by ``terminate``: the server was stopped on purpose, not lost.
+    _terminated: bool = False
 
     @property
     def host(self) -> str:
@@ -279,9 +281,24 @@ class ServerHandle:
     def memory_kib(self) -> dict[str, int] | None:
         return None if self.pid is None else read_memory_kib(self.pid)
 
+    def terminate(self, timeout: float = 60.0) -> int:
+        """Stop a server we started with SIGTERM to its own pid, as an init system would;
+        its exit status (a negative signal number if it did not exit in ``timeout`` and
+        was killed)."""
+        if self._proc is None:
+            raise ServerError(f"server {self.name} was not started here: cannot stop it")
+        self._terminated = True
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                return self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        return self._proc.wait()
+
     def check_alive(self) -> None:
-        """Raise ``ServerError`` if the server we started has exited."""
-        if self._proc is not None and self._proc.poll() is not None:
+        """Raise ``ServerError`` if the server we started has exited (not by ``terminate``)."""
+        if self._proc is not None and not self._terminated and self._proc.poll() is not None:
             raise ServerError(
                 f"server {self.name} exited with status {self._proc.returncode} during the run"
                 + _log_tail(self.log_path)

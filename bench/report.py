@@ -56,6 +56,20 @@ EXTRA_FIGURES = (
     "live_latency_p99_us",
     "catchup_to_live_cpu",
     "fd_limit",
+    "dings",
+    "create_per_s",
+    "create_cpu_us_per_ding",
+    "send_rtt_p99_us",
+    "rss_idle_mib",
+    "rss_pending_mib",
+    "rss_per_pending_ding_b",
+    "cold_start_s",
+    "restart_s",
+    "rss_restart_mib",
+    "rss_per_pending_after_restart_b",
+    "escalation_drain_s",
+    "threads_idle",
+    "threads_peak_escalation",
 )
 
 

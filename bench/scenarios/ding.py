@@ -15,7 +15,11 @@ recipients never connect, so nothing is confirmed.
    plan of one SMS step. Every SMS step falls due at the same wall-clock instant,
    ``--due-after`` seconds after the first DING is sent (each DING's ``sms_after_s`` is
    chosen for it, at least 1 s; whole seconds after the DING's creation, so the due times
-   spread over one second). Figures: DINGs created per second (first send to last ack), the
+   spread over a second or two); default 40 s plus 1 s per 600 DINGs, long enough on this
+   machine for every DING to be pending, and the server restarted, before any falls due.
+   ``--due-spread S`` spreads the due times evenly over ``S`` seconds instead, so that they
+   fall due at a rate the server keeps up with and lateness measures the timers rather than
+   a backlog. Figures: DINGs created per second (first send to last ack), the
    ``ding.send`` round trip, server CPU per DING, the server's RSS idle (senders connected,
    groups made) and once every DING is pending, and the difference per pending DING.
 2. **restart** (when at least ``RESTART_MARGIN`` is left before the steps fall due): SIGTERM
@@ -24,8 +28,8 @@ recipients never connect, so nothing is confirmed.
    listening, which it does only after the DING scheduler has loaded every pending step
    into its heap (``server/app.py`` starts the DING runtime, whose ``Scheduler.run`` loads
    before reporting started, before it listens); ``cold_start_s`` is the same time for the
-   first start, on the same data without DINGs. RSS after the restart, and per pending DING
-   over the idle RSS.
+   first start, on the same data without DINGs. RSS after the restart (before any client
+   connects), and per pending DING over the first start's RSS at the same point.
 3. **escalation**: from the due instant until the outbox holds an SMS record for every
    DING. Units are steps handed to the provider: throughput from the first due time to the
    last record, lateness per step (the record's ``time``, when the outbox provider accepted
@@ -48,7 +52,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -74,10 +77,10 @@ MIN_DELAY_S = 1
 #: Default ``--due-after``: this many seconds, plus the DINGs at ``DUE_RATE_FLOOR`` per
 #: second (a creation rate this machine beats), so that every DING is pending and the
 #: server restarted before the steps fall due.
-DUE_BASE_S = (40.0, 8.0)
-DUE_RATE_FLOOR = 300.0
+DUE_BASE_S = (40.0, 10.0)
+DUE_RATE_FLOOR = 600.0
 #: Seconds that must be left before the due instant to restart the server.
-RESTART_MARGIN_S = 5.0
+RESTART_MARGIN_S = 3.0
 CONNECT_TIMEOUT = 120.0
 SETTLE_S = 2.0
 POLL_S = 0.2
@@ -110,24 +113,6 @@ def _threads(pid: int | None) -> int | None:
 def _rss_kib(server: ServerHandle) -> int | None:
     memory = server.memory_kib()
     return None if memory is None else memory["VmRSS"]
-
-
-def _stop_by_sigterm(server: ServerHandle, timeout: float = 60.0) -> float:
-    """SIGTERM to the server's own pid; seconds until it has exited (a zombie until the
-    harness reaps it)."""
-    assert server.pid is not None
-    began = time.monotonic()
-    os.kill(server.pid, signal.SIGTERM)
-    while time.monotonic() - began < timeout:
-        try:
-            with open(f"/proc/{server.pid}/stat", encoding="ascii") as f:
-                stat = f.read()
-        except OSError:
-            break
-        if stat[stat.rindex(")") + 2] == "Z":
-            break
-        time.sleep(0.02)
-    return time.monotonic() - began
 
 
 class _OutboxWatch:
@@ -199,6 +184,7 @@ def _pending(ctx: RunContext) -> CaseResult:
     per_sender = ctx.pick(None, *RECIPIENTS_PER_SENDER)
     window = ctx.pick(o.window, WINDOW, WINDOW)
     due_after = _due_after(ctx, n)
+    due_spread = o.due_spread or 0.0
     users_n = n_senders * (1 + per_sender)
     workdir = Path(tempfile.mkdtemp(prefix="rivet-bench-ding-"))
     data_dir = workdir / "data"
@@ -232,6 +218,7 @@ def _pending(ctx: RunContext) -> CaseResult:
                 start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
             )
             cold_start_s = time.monotonic() - began
+            cold_rss = _rss_kib(server)
             for owner, members in zip(senders, groups, strict=True):
                 create_group(
                     server.url, owner, [m.user_id for m in members], f"ding-{owner.user_id}"
@@ -272,7 +259,13 @@ def _pending(ctx: RunContext) -> CaseResult:
             due_at_ms = int(time.time() * 1000 + (START_DELAY_NS / 1e6) + due_after * 1000)
             bar = ctx.progress("ding: create", n, None)
             progress.bar = bar
-            run.send(run.indices, "go", due_at_ms=due_at_ms, start_ns=start)
+            run.send(
+                run.indices,
+                "go",
+                due_at_ms=due_at_ms,
+                due_spread_ms=int(due_spread * 1000),
+                start_ns=start,
+            )
             run.pump_until(start)
             before = CpuSnapshot.take(server.pid, run.pids)
             try:
@@ -288,7 +281,11 @@ def _pending(ctx: RunContext) -> CaseResult:
             if left_s > RESTART_MARGIN_S + cold_start_s:
                 run.send(run.indices, "disconnect")
                 run.wait(run.indices, "disconnected", CONNECT_TIMEOUT)
-                restart["stop_s"] = round(_stop_by_sigterm(server), 3)
+                began = time.monotonic()
+                status = server.terminate()
+                restart["stop_s"] = round(time.monotonic() - began, 3)
+                if status != 0:
+                    raise ServerError(f"rivet serve exited with {status} after SIGTERM")
                 first.close()
                 began = time.monotonic()
                 server = outer.enter_context(
@@ -297,7 +294,7 @@ def _pending(ctx: RunContext) -> CaseResult:
                 restart["restart_s"] = round(time.monotonic() - began, 3)
                 restart_rss = _rss_kib(server)
                 restart["rss_restart_mib"] = _mib(restart_rss)
-                restart["rss_per_pending_after_restart_b"] = _per(restart_rss, idle_rss, n)
+                restart["rss_per_pending_after_restart_b"] = _per(restart_rss, cold_rss, n)
                 restart["threads_restart"] = _threads(server.pid)
                 restart["due_left_at_restart_s"] = round(due_at_ms / 1000 - time.time(), 1)
             else:
@@ -346,13 +343,14 @@ def _pending(ctx: RunContext) -> CaseResult:
         window=window,
         workers=workers,
         due_after=due_after,
+        due_spread=due_spread,
         created=created,
         create_window=(before, after),
         escalation_window=(esc_before, esc_after),
         send_rtt_ns=latencies,
         records=records,
         verified=verified,
-        rss={"idle": idle_rss, "pending": pending_rss, "final": final_rss},
+        rss={"cold": cold_rss, "idle": idle_rss, "pending": pending_rss, "final": final_rss},
         peak_rss_kib=None if memory is None else memory["VmHWM"],
         threads={"idle": idle_threads, "pending": pending_threads, "peak": peak_threads},
         cold_start_s=cold_start_s,
@@ -390,6 +388,7 @@ def _result(
     window: int,
     workers: int,
     due_after: float,
+    due_spread: float,
     created: dict[int, dict[str, Any]],
     create_window: tuple[CpuSnapshot, CpuSnapshot],
     escalation_window: tuple[CpuSnapshot, CpuSnapshot],
@@ -469,6 +468,7 @@ def _result(
         "create_server_cpu_util": None if create_cpu is None else round(create_cpu / create_s, 3),
         "send_rtt_p50_us": rtt["p50_us"],
         "send_rtt_p99_us": rtt["p99_us"],
+        "rss_cold_mib": _mib(rss["cold"]),
         "rss_idle_mib": _mib(rss["idle"]),
         "rss_pending_mib": _mib(rss["pending"]),
         "rss_per_pending_ding_b": _per(rss["pending"], rss["idle"], made),
@@ -533,6 +533,7 @@ def _result(
             "window": window,
             "workers": workers,
             "due_after_s": due_after,
+            "due_spread_s": due_spread,
             "plan": "sms only (no call); recipients offline",
         },
         server=server.as_json(),
