@@ -306,7 +306,14 @@ class CopyContent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     file: FileRef | None = None
 
 
-class CopyInfo(Result, frozen=True):
+#: What a copy was made from: a message the member sent, or a DING (issue #4).
+CopyOrigin = Literal["message", "ding"]
+
+
+class CopyInfo(Result, frozen=True, omit_defaults=True):
+    """Every field but ``origin`` is required; ``origin`` is left out for a message's copy,
+    so copies of messages encode as they did before DINGs were copied."""
+
     copy_id: CopyId
     member: UserId
     conv_ref: str
@@ -314,6 +321,7 @@ class CopyInfo(Result, frozen=True):
     content: CopyContent | None
     hidden: bool
     recalled: bool
+    origin: CopyOrigin = "message"
 
 
 class CopyPage(Result, frozen=True):

@@ -171,6 +171,8 @@ def build_context(
             consent=stores.consent,
             feeds=org_feeds,
             ref_key=credentials.ref_key,
+            # D4 for DINGs (issue #4): both DING stores record copy effects too.
+            dings={"cross": stores.ding, "org": stores.org_ding},
         ),
     )
 

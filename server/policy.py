@@ -702,6 +702,13 @@ def copy_content(content: Content) -> CopyContent:
     return CopyContent(kind=content.kind, text=content.text, file=content.file)
 
 
+def ding_copy_content(text: str) -> CopyContent:
+    """D4 for a DING (issue #4): its copy holds only what the sender produced, the text.
+    Nothing of the recipients (ids, names, delivery, read or confirm states), the channel
+    plan or the payer is copied."""
+    return CopyContent(kind="text", text=text)
+
+
 def conversation_ref(key: bytes, org_id: int, conv_id: str) -> str:
     """An opaque reference to a conversation, stable within one organisation (so admins can
     group a member's copies by conversation) and unrelated across organisations; it reveals

@@ -31,6 +31,10 @@ before it returns, nothing stored if it raises, a cancelled write may still comm
   transaction; the runtime carries the refund out with ``refund_charge`` (idempotent by the
   same key; a key never charged is made ``void`` so it never will be) and then
   ``refunds_settled``.
+* **Effects on other stores (D4).** ``create`` records ``NewDing.effects`` (the
+  organisations the sender belongs to) in the DING's transaction; the server's outbox relay
+  reads them with ``pending_effects`` and forgets each with ``finish_effect`` only after it
+  was carried out, so a crash in between repeats it (copies are keyed by their source).
 * **Content at rest (A3).** A store keeps ``NewDing.sealed`` as given and returns it in
   ``Ding.sealed`` (with ``text`` as given, "" when sealed); sealing and opening is the
   wrapper's (``storage.sealing.SealedDingStore``), which is what the server holds.
@@ -54,6 +58,7 @@ from storage.ding_records import (
     NewDing,
     NewStep,
     OutboxItem,
+    PendingDingEffect,
     QuotaBalance,
     QuotaCharge,
     StepChange,
@@ -185,14 +190,24 @@ class DingStore(Protocol):
     async def refunds_settled(self, step_ids: Sequence[int]) -> None:
         """The refunds of ``step_ids`` were carried out: forget them."""
 
+    # effects on other stores (D4: an organisation's copy of a DING's text)
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingDingEffect]:
+        """Up to ``limit`` effects recorded with DINGs (``NewDing.effects``, in the DING's
+        own transaction) and not finished, with ``effect_id > after``, ascending, each with
+        its DING's header as it is now (None if the DING was deleted)."""
+
+    async def finish_effect(self, effect_id: int) -> None:
+        """The effect was carried out: forget it (finishing it again changes nothing)."""
+
     async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
         """O4, for the organisation DING store: delete up to ``limit`` of the DINGs paid by
         organisation ``org_id`` (payer ``org:<org>/...``: in this store, its internal DINGs)
-        with their recipients, steps, outbox rows and owed refunds; once none is left, its
-        package (the account ``org:<org>``: balances, use per member, top-ups, charges), a
-        chunk at a time. Returns the rows deleted: 0 when nothing is left. Idempotent and
-        resumable. (Never called on the cross-domain store: a cross-domain DING an
-        organisation paid for stays with its participants.)"""
+        with their recipients, steps, outbox rows, owed refunds and pending effects; once
+        none is left, its package (the account ``org:<org>``: balances, use per member,
+        top-ups, charges), a chunk at a time. Returns the rows deleted: 0 when nothing is
+        left. Idempotent and resumable. (Never called on the cross-domain store: a
+        cross-domain DING an organisation paid for stays with its participants.)"""
 
     async def quota_balance(
         self, account: str, channel: ChannelName, period: str

@@ -128,6 +128,21 @@ class NewDing(msgspec.Struct, frozen=True, kw_only=True):
     #: A3: the text sealed by the sealing wrapper (``text`` is then ""): the store keeps these
     #: bytes as they are and gives them back in ``Ding.sealed``.
     sealed: bytes | None = None
+    #: D4: effects on other stores to carry out after the DING commits (``org_copy:<orgs>``,
+    #: ``server.outbox.org_copy_effect``), recorded in the DING's own transaction and read
+    #: back with ``DingStore.pending_effects`` (a duplicate resend records none).
+    effects: tuple[str, ...] = ()
+
+
+class PendingDingEffect(msgspec.Struct, frozen=True, kw_only=True):
+    """An effect recorded with a DING and not yet carried out (D4), with the DING as it is
+    now: its header only (no recipients: nothing of them goes to an organisation), None if
+    it was deleted since (O4)."""
+
+    effect_id: int
+    kind: str
+    ding_id: int
+    ding: Ding | None
 
 
 class DingCreated(msgspec.Struct, frozen=True, kw_only=True):

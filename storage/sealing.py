@@ -51,6 +51,7 @@ from storage.ding_records import (
     NewDing,
     NewStep,
     OutboxItem,
+    PendingDingEffect,
     StepChange,
     StepCharge,
 )
@@ -802,6 +803,16 @@ class SealedDingStore(_PassThrough):
             ding = await self._inner.get(ding_id)
             texts[ding_id] = "" if ding is None else (await self._open(ding)).text
         return [replace(item, text=texts[item.ding_id]) for item in items]
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingDingEffect]:
+        # D4: the outbox relay copies the opened text (an erased one reads "": not copied).
+        opened: dict[int, Ding] = {}
+        return [
+            effect
+            if effect.ding is None
+            else replace(effect, ding=await self._open(effect.ding, opened))
+            for effect in await self._inner.pending_effects(after=after, limit=limit)
+        ]
 
     async def outbox_sent(self, step_id: int, *, now: int) -> StepChange | None:
         return await self._open_one(await self._inner.outbox_sent(step_id, now=now))

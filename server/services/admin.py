@@ -15,6 +15,7 @@ from protocol import orgs as po
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.replies import Done
 from server.connection import Connection
+from server.copy_source import copy_origin
 from server.org_view import OrgView
 from storage.orgs import AuditEntry, OrgCopy
 
@@ -31,6 +32,7 @@ def copy_info(copy: OrgCopy) -> po.CopyInfo:
         content=content,
         hidden=copy.hidden,
         recalled=copy.recalled,
+        origin=copy_origin(copy.source),
     )
 
 
@@ -106,7 +108,8 @@ async def hide(view: OrgView, conn: Connection, req: po.AdminHide) -> po.CopyRes
 async def recall(view: OrgView, conn: Connection, req: po.AdminRecall) -> po.CopyResult:
     """O1: recalling erases the organisation's copy. A message of the organisation's own
     conversation (D2) is recalled there too, for everyone in it; a cross-domain
-    conversation, which belongs to its participants, is never touched."""
+    conversation, which belongs to its participants, is never touched, and neither is a
+    DING (a DING's copy has no source an admin act follows: only the copy changes)."""
     found = await _existing(view, req.copy_id)
     await view.withdraw_source(found)
     copy = await view.set_copy_state(req.copy_id, recalled=True)

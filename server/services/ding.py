@@ -26,6 +26,7 @@ from server.context import Context
 from server.ding.plan import Plan, resolve_plan, round_steps
 from server.ding.quota import payer_org
 from server.ding.render import ding_info
+from server.outbox import org_copy_effect
 from storage.ding import DingStore
 from storage.ding_records import Ding, DingDomain, NewDing
 from storage.orgs import OrgMember
@@ -73,11 +74,17 @@ async def send(ctx: Context, conn: Connection, req: pd.DingSend) -> pd.DingSent:
         call_after_s=plan.call_after_s,
         recipients=tuple(recipients),
         steps=tuple(round_steps(recipients, start_ms=send_at, plan=plan, released=released)),
+        # D4 (as for messages): the organisations the sender belongs to now, recorded in the
+        # DING's transaction; the outbox relay applies the consent rule to each at the
+        # DING's creation time and copies its text (nothing of its recipients).
+        effects=org_copy_effect(await ctx.org_index.orgs_of(caller)),
     )
     with trio.CancelScope(shield=True):
         created = await store.create(new)
         ding = created.ding
         if not created.duplicate:
+            if new.effects:
+                ctx.outbox.kick()
             runtime.schedule(ding)
             if released:
                 await runtime.publish_round(ding, recipients)

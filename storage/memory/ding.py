@@ -29,6 +29,7 @@ from storage.ding_records import (
     NewDing,
     NewStep,
     OutboxItem,
+    PendingDingEffect,
     QuotaBalance,
     QuotaCharge,
     StepChange,
@@ -95,6 +96,9 @@ class MemoryDingStore:
         self._topups: IdempotencyLog[_QuotaKey] = IdempotencyLog()
         self._ding_ids = itertools.count(1)
         self._step_ids = itertools.count(1)
+        #: D4: effect id -> (DING id, kind) of effects not finished yet, ascending.
+        self._effects: dict[int, tuple[int, str]] = {}
+        self._effect_ids = itertools.count(1)
 
     # --- reading back ---------------------------------------------------------------------
 
@@ -175,6 +179,8 @@ class MemoryDingStore:
             self._add_step(ding_id, step, round_=1, now=new.created_at)
         self._by_sender.setdefault(new.sender, []).append(ding_id)
         self._cmids[(new.sender, new.cmid)] = (new.fingerprint, ding_id)
+        for kind in new.effects:
+            self._effects[next(self._effect_ids)] = (ding_id, kind)
         return DingCreated(ding=self._ding(ding_id))
 
     async def hand_over(
@@ -436,11 +442,31 @@ class MemoryDingStore:
     async def refunds_settled(self, step_ids: Sequence[int]) -> None:
         self._refunds.difference_update(step_ids)
 
+    # --- effects on other stores (D4) -----------------------------------------------------------
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingDingEffect]:
+        found = sorted(i for i in self._effects if i > after)[: max(limit, 0)]
+        return [
+            PendingDingEffect(
+                effect_id=effect_id,
+                kind=self._effects[effect_id][1],
+                ding_id=self._effects[effect_id][0],
+                ding=self._dings.get(self._effects[effect_id][0]),
+            )
+            for effect_id in found
+        ]
+
+    async def finish_effect(self, effect_id: int) -> None:
+        self._effects.pop(effect_id, None)
+
     async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
         prefix, account = f"org:{org_id}/", f"org:{org_id}"
         limit = max(limit, 1)
         ids = sorted(i for i, d in self._dings.items() if d.payer.startswith(prefix))[:limit]
         deleted = 0
+        gone = set(ids)
+        for effect_id in [e for e, (ding_id, _) in self._effects.items() if ding_id in gone]:
+            del self._effects[effect_id]
         for ding_id in ids:
             ding = self._dings.pop(ding_id)
             self._cmids.pop((ding.sender, ding.cmid), None)

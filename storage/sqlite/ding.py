@@ -1,6 +1,7 @@
 """The SQLite ``DingStore`` (G1-G3), in ``cross.db`` next to the conversations it serves.
 
-Schema: ``migrations/cross/0004_ding.sql``. Every write is one named transaction on the
+Schema: ``migrations/cross/0004_ding.sql`` (and later ``cross`` migrations, e.g.
+``0009_ding_effects.sql``). Every write is one named transaction on the
 database's writer thread (group commit, durable before it returns): the hand-over of a step
 and its outbox row, a confirm and the withdrawal of its steps, a charge and its step, each
 commit together or not at all. Scheduled steps have a partial index in due order, so the
@@ -29,6 +30,7 @@ from storage.ding_records import (
     NewDing,
     NewStep,
     OutboxItem,
+    PendingDingEffect,
     QuotaBalance,
     QuotaCharge,
     StepChange,
@@ -372,6 +374,10 @@ class SqliteDingStore:
                 [(ding_id, user) for user in new.recipients],
             )
             _insert_steps(conn, ding_id, new.steps, round_=1, now=new.created_at)
+            conn.executemany(
+                "INSERT INTO ding_effects (ding_id, kind) VALUES (?, ?)",
+                [(ding_id, kind) for kind in new.effects],
+            )
             created = _fetch_ding(conn, self._domain, ding_id)
             assert created is not None
             return DingCreated(ding=created)
@@ -722,6 +728,40 @@ class SqliteDingStore:
 
         await self._writer.run("ding_refunds_settled", refunds_settled)
 
+    # effects on other stores (D4)
+
+    async def pending_effects(self, *, after: int, limit: int) -> list[PendingDingEffect]:
+        def pending_ding_effects(conn: sqlite3.Connection) -> list[PendingDingEffect]:
+            rows = conn.execute(
+                "SELECT effect_id, ding_id, kind FROM ding_effects WHERE effect_id > ?"
+                " ORDER BY effect_id LIMIT ?",
+                (after, max(limit, 0)),
+            ).fetchall()
+            headers: dict[int, Ding] = {}
+            for chunk in _chunks(sorted({int(row[1]) for row in rows})):
+                marks = ",".join("?" * len(chunk))
+                for header in conn.execute(
+                    f"SELECT {_DING_COLUMNS} FROM dings WHERE ding_id IN ({marks})", chunk
+                ):
+                    headers[header[0]] = _ding_header(header, self._domain)
+            return [
+                PendingDingEffect(
+                    effect_id=int(effect_id),
+                    kind=str(kind),
+                    ding_id=int(ding_id),
+                    ding=headers.get(ding_id),
+                )
+                for effect_id, ding_id, kind in rows
+            ]
+
+        return await self._readers.run("pending_ding_effects", pending_ding_effects)
+
+    async def finish_effect(self, effect_id: int) -> None:
+        def finish_ding_effect(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM ding_effects WHERE effect_id = ?", (effect_id,))
+
+        await self._writer.run("finish_ding_effect", finish_ding_effect)
+
     async def delete_org_chunk(self, org_id: int, *, limit: int) -> int:
         low, high = _payer_range(org_id)
         account = f"org:{org_id}"
@@ -741,6 +781,7 @@ class SqliteDingStore:
                 steps = f"SELECT step_id FROM ding_steps WHERE ding_id IN ({marks})"
                 for table in ("ding_outbox", "ding_refunds"):
                     conn.execute(f"DELETE FROM {table} WHERE step_id IN ({steps})", chunk)
+                conn.execute(f"DELETE FROM ding_effects WHERE ding_id IN ({marks})", chunk)
                 for table in ("ding_steps", "ding_recipients", "dings"):
                     deleted += conn.execute(
                         f"DELETE FROM {table} WHERE ding_id IN ({marks})", chunk

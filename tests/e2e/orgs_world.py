@@ -6,6 +6,7 @@ with the same steps produce byte-identical organisation data.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ import trio
 from client import ClientState, RivetClient
 from client.connection import RivetConnection
 from protocol import PROTOCOL_VERSION, replies
+from protocol import ding as pd
 from protocol import enterprise as pe
 from protocol import orgs as po
 from protocol import requests as rq
@@ -73,6 +75,23 @@ class World:
         async with RivetClient.connect(self.url, self.users[name]) as client:
             await client.send(conv, text)
         self.clock.advance(1)
+
+    async def ding(self, name: str, recipients: list[str], text: str) -> str:
+        """Send a DING without escalation (issue #4: copied under the consent rule like a
+        message); returns its id. Its ``cmid`` comes from its text, so two worlds built with
+        the same steps send the same DINGs."""
+        sent: pd.DingSent = await self.call(
+            name,
+            pd.DingSend(
+                rid=0,
+                cmid=hashlib.sha256(text.encode()).hexdigest()[:32],
+                recipients=[self.uid(r) for r in recipients],
+                text=text,
+                plan=pd.DingPlan(),
+            ),
+        )
+        self.clock.advance(1)
+        return sent.ding.ding_id
 
     async def settle(self) -> None:
         """Let the outbox relay carry out every recorded effect."""

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from client import RivetClient, RivetError
+from protocol import ding as pd
 from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import ErrorCode
@@ -115,20 +116,32 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
 
             table: list[tuple[str, bool]] = []
 
+            dings: set[str] = set()
+
             async def say(name: str, conv: str, text: str, visible: bool) -> None:
                 await w.say(name, conv, text)
                 table.append((text, visible))
 
+            async def ding(name: str, to: list[str], text: str, visible: bool) -> None:
+                # Issue #4: a DING is copied under the same consent rule as a message.
+                await w.ding(name, to, text)
+                table.append((text, visible))
+                dings.add(text)
+
             await say("member", chat, "before consent", False)
+            await ding("member", ["outsider"], "DING before consent", False)
             await say("outsider", chat, "the other party", False)
             await w.consent("member", x, True)
             await say("member", chat, "with consent", True)
+            await ding("member", ["outsider"], "DING with consent", True)
+            await ding("outsider", ["member"], "the other party's DING", False)
             await say("outsider", chat, "other party while consented", False)
             await say("xadmin", with_admin, "admin as participant, not consented", False)
             await say("member", with_admin, "member to the admin, consented", True)
             await say("member", f"s:{w.uid('member')}", "note to self, consented", True)
             await w.consent("ymember", y, True)
             await say("ymember", y_chat, "another organisation's member", False)
+            await ding("ymember", ["outsider"], "another organisation's member's DING", False)
             await w.consent("leaver", x, True)
             await say("leaver", leaver_chat, "leaver before leaving", True)
             await w.call("leaver", po.OrgLeave(rid=0, org=x))
@@ -136,6 +149,7 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             await say("leaver", leaver_chat, "leaver after leaving", False)
             await w.consent("member", x, False)
             await say("member", chat, "after revocation", False)
+            await ding("member", ["outsider"], "DING after revocation", False)
             # D2: organisation-domain data (an organisation-internal chat between two of X's
             # enterprise accounts) and an enterprise account's messages are X's, no consent.
             await w.server.ctx.stores.orgs.set_verified(x, verified=True, now=w.clock.now_ms())
@@ -150,6 +164,10 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             ea_chat = direct_conversation_id(w.uid("ea1"), w.uid("outsider"))
             await say("ea1", ea_chat, "enterprise account to an outsider", True)
             await say("outsider", ea_chat, "outsider to an enterprise account", False)
+            # D2: a DING among X's enterprise accounts lives in X's store; an enterprise
+            # account's DING to an outsider in the cross-domain one. Both are X's.
+            await ding("ea1", ["ea2"], "enterprise account's internal DING", True)
+            await ding("ea1", ["outsider"], "enterprise account's DING to an outsider", True)
             await w.settle()
 
             expected = sorted(text for text, visible in table if visible)
@@ -158,10 +176,14 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
             assert sorted(c.content.text for c in search.copies) == expected
             counts = await w.call("xadmin", po.AdminCounts(rid=0, org=x))
             assert {c.member: c.messages for c in counts.counts} == {
-                w.uid("member"): 3,
+                w.uid("member"): 4,
                 w.uid("leaver"): 1,
-                w.uid("ea1"): 2,
+                w.uid("ea1"): 4,
                 w.uid("ea2"): 1,
+            }
+            # A DING's copy says it is one, and holds its text only.
+            assert {c.content.text for c in search.copies if c.origin == "ding"} == {
+                text for text in dings if text in expected
             }
             fed = []
             with trio.move_on_after(2):
@@ -175,7 +197,10 @@ async def test_d4_consent_table_on_every_admin_path(tmp_path: Path, store: str) 
                 assert copy.conv_ref not in (chat, with_admin, internal, ea_chat)
                 assert len(copy.conv_ref) == 32
             # Another organisation sees none of X's copies, and X none of Y's.
-            assert await texts(w, "yadmin", y) == ["another organisation's member"]
+            assert await texts(w, "yadmin", y) == [
+                "another organisation's member",
+                "another organisation's member's DING",
+            ]
             # An outsider or a plain member is refused like a missing organisation.
             for name, code in (("outsider", ErrorCode.NOT_FOUND), ("member", ErrorCode.FORBIDDEN)):
                 with pytest.raises(RivetError) as refused:
@@ -243,6 +268,46 @@ async def test_o1_o2_admin_recall_and_hide_act_only_on_the_copy(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("store", STORES)
+async def test_o1_o2_admin_recall_and_hide_of_a_ding_copy_leave_the_ding(
+    tmp_path: Path, store: str
+) -> None:
+    """Issue #4: a DING's copy is the organisation's view only; hiding or recalling it never
+    rewrites the DING its recipients see."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("admin", "member", "friend"):
+            await w.user(name)
+        org = await w.create_org("admin", "Acme")
+        await w.join(org, "admin", "member")
+        await w.consent("member", org, True)
+        await w.say("member", direct_conversation_id(w.uid("member"), w.uid("friend")), "hi")
+        first = await w.ding("member", ["friend"], "first DING")
+        second = await w.ding("member", ["friend"], "second DING")
+        await w.settle()
+        page = await w.call("admin", po.AdminExport(rid=0, org=org))
+        copies = {c.content.text: c for c in page.copies}
+        assert [copies[t].origin for t in ("hi", "first DING", "second DING")] == [
+            "message",
+            "ding",
+            "ding",
+        ]
+        hidden = await w.call(
+            "admin",
+            po.AdminHide(rid=0, org=org, copy_id=copies["first DING"].copy_id, hidden=True),
+        )
+        assert hidden.copy.hidden and hidden.copy.origin == "ding"
+        recalled = await w.call(
+            "admin", po.AdminRecall(rid=0, org=org, copy_id=copies["second DING"].copy_id)
+        )
+        assert recalled.copy.recalled and recalled.copy.content is None
+        assert recalled.copy.origin == "ding"  # still told apart once its text is erased
+        assert await texts(w, "admin", org, member=w.uid("member")) == ["hi", "first DING"]
+        # The DINGs themselves are untouched (O1: an admin never rewrites them).
+        for ding_id, text in ((first, "first DING"), (second, "second DING")):
+            got = await w.call("friend", pd.DingGet(rid=0, ding_id=ding_id))
+            assert got.ding.text == text
+
+
+@pytest.mark.parametrize("store", STORES)
 async def test_d4_differential_two_worlds_differing_only_in_invisible_data(
     tmp_path: Path, store: str
 ) -> None:
@@ -276,10 +341,17 @@ async def test_d4_differential_two_worlds_differing_only_in_invisible_data(
                     direct_conversation_id(w.uid("ymember"), w.uid("outsider")),
                     "Y's data",
                 )
+                # Issue #4: DINGs X must not see (the other party's, a non-consenting
+                # member's, another organisation's member's) change nothing either.
+                await w.ding("outsider", ["member"], "the outsider's DING")
+                await w.ding("quiet", ["outsider"], "quiet's DING")
+                await w.ding("ymember", ["outsider"], "Y's DING")
             else:
                 # Keep the clock in step with world B, so times match.
-                w.clock.advance(4)
+                w.clock.advance(7)
             await w.say("member", chat, "visible two")
+            await w.settle()  # copies in a fixed order: the DING's last
+            await w.ding("member", ["outsider"], "visible DING")
             await w.settle()
             outputs.append(await w.admin_outputs("xadmin", x, ["member", "quiet", "outsider"]))
     first, second = outputs

@@ -602,3 +602,61 @@ async def test_o4_delete_org_chunk_removes_an_organisations_dings_and_package(
         idempotency=IdempotencyKey(sender=9, client_id="t5", fingerprint=b"g"),
     )
     assert again.duplicate is False
+
+
+async def test_d4_effects_are_recorded_with_the_ding_and_finished_once(store: DingStore) -> None:
+    """Issue #4: a DING's copy effects are written in its own transaction, read back with
+    the DING's header (no recipients) in effect order, paged, and forgotten when finished;
+    a duplicate resend records none."""
+    first = (
+        await store.create(msgspec.structs.replace(new_ding(), effects=("org_copy:5,7",)))
+    ).ding
+    again = await store.create(msgspec.structs.replace(new_ding(), effects=("org_copy:5,7",)))
+    assert again.duplicate
+    none = (await store.create(new_ding(cmid="c2"))).ding  # no organisation: no effect
+    second = (
+        await store.create(msgspec.structs.replace(new_ding(cmid="c3"), effects=("org_copy:9",)))
+    ).ding
+    pending = await store.pending_effects(after=0, limit=10)
+    assert [(e.kind, e.ding_id) for e in pending] == [
+        ("org_copy:5,7", first.ding_id),
+        ("org_copy:9", second.ding_id),
+    ]
+    assert none.ding_id not in {e.ding_id for e in pending}
+    head = pending[0].ding
+    assert head is not None
+    assert (head.sender, head.text, head.created_at, head.recipients) == (
+        1,
+        "the server room is on fire",
+        T0,
+        (),
+    )
+    assert pending[0].effect_id < pending[1].effect_id
+    assert await store.pending_effects(after=pending[0].effect_id, limit=10) == pending[1:]
+    assert await store.pending_effects(after=0, limit=1) == pending[:1]
+    await store.finish_effect(pending[0].effect_id)
+    await store.finish_effect(pending[0].effect_id)  # again: nothing changes
+    assert await store.pending_effects(after=0, limit=10) == pending[1:]
+    await store.finish_effect(pending[1].effect_id)
+    assert await store.pending_effects(after=0, limit=10) == []
+
+
+async def test_o4_delete_org_chunk_removes_the_pending_effects_of_its_dings(
+    org_store: DingStore,
+) -> None:
+    mine = (
+        await org_store.create(
+            msgspec.structs.replace(org_ding(5, cmid="m"), effects=("org_copy:5",))
+        )
+    ).ding
+    other = (
+        await org_store.create(
+            msgspec.structs.replace(org_ding(50, cmid="o"), effects=("org_copy:50",))
+        )
+    ).ding
+    while await org_store.delete_org_chunk(5, limit=10) > 0:
+        pass
+    assert await org_store.get(mine.ding_id) is None
+    assert [e.ding_id for e in await org_store.pending_effects(after=0, limit=10)] == [
+        other.ding_id
+    ]

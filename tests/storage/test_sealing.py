@@ -450,6 +450,27 @@ async def test_a1_a_destroyed_key_erases_the_senders_dings_and_nobody_elses(
         await sealed.ding.create(new_ding(1, "after deletion", cmid="d9"))
 
 
+async def test_a3_d4_pending_ding_effects_carry_opened_texts_and_erased_ones_empty(
+    stores: Stores, sealed: Stores
+) -> None:
+    """Issue #4: the outbox relay copies a DING's opened text; once the sender's key is
+    destroyed (A1) it reads "" and is not copied."""
+    mine = msgspec.structs.replace(new_ding(1, "mine"), effects=("org_copy:7",))
+    theirs = msgspec.structs.replace(new_ding(2, "theirs"), effects=("org_copy:7",))
+    await sealed.ding.create(mine)
+    await sealed.ding.create(theirs)
+    raw = await stores.ding.pending_effects(after=0, limit=5)
+    assert [e.ding.text for e in raw if e.ding is not None] == ["", ""]  # sealed at rest
+    opened = await sealed.ding.pending_effects(after=0, limit=5)
+    assert [(e.ding.text, e.ding.sealed) for e in opened if e.ding is not None] == [
+        ("mine", None),
+        ("theirs", None),
+    ]
+    await sealed.keys.destroy("user:1", now=NOW)
+    erased = await sealed.ding.pending_effects(after=0, limit=5)
+    assert [e.ding.text for e in erased if e.ding is not None] == ["", "theirs"]
+
+
 async def test_a3_ding_text_under_an_organisations_key(stores: Stores, sealed: Stores) -> None:
     """How an organisation's own DINGs are sealed (D2, O4): its key, not the sender's."""
     keys = data_keys(sealed)
@@ -521,6 +542,7 @@ _BODIES = {
     "StepChange",
     "HandOver",
     "OutboxItem",
+    "PendingDingEffect",
 }
 
 
