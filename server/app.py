@@ -209,6 +209,8 @@ async def serve(
             await background.start(ctx.ding.run)
             await background.start(live_service.run, ctx)
             await background.start(ModerationWatcher(ctx).run)
+            # The heartbeat of every connection, and writer tasks while frames wait.
+            await background.start(gateway.run)
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await background.start(

@@ -2,7 +2,10 @@
 
 Backpressure policy (house habit 6): every frame for the client goes through one queue of
 at most ``send_queue_frames`` frames, drained by the connection's writer task; a frame
-counts until the writer has handed it to the socket.
+counts until the writer has handed it to the socket. A frame that the socket takes at once
+while nothing is queued skips the queue (``server.fastwrite``); the writer task runs, in the
+connection's nursery, only while frames wait, and the queue itself is made when first
+needed, so an idle connection holds neither.
 
 * **Events** (pushed by fan-out, ``send_nowait``) are also held to ``send_queue_bytes``
   bytes of queued events. An event that would pass either bound closes the connection with
@@ -60,24 +63,51 @@ class Connection:
     #: Bytes of the frames queued and not yet handed to the socket; of events only.
     queued_bytes: int = 0
     event_bytes: int = 0
-    #: (size, is an event) of each queued frame, in queue order.
-    _sizes: deque[tuple[int, bool]] = field(default_factory=deque)
-    _room: trio.Event = field(default_factory=trio.Event)
+    #: (size, is an event) of each queued frame, in queue order (made when first needed:
+    #: an idle connection holds no queue, channel, event or writer task).
+    _sizes: deque[tuple[int, bool]] | None = None
+    _room: trio.Event | None = None
     # Items are frames' payloads, or the rest of a partly written frame (server.fastwrite).
-    _send: trio.MemorySendChannel[bytes | memoryview] = field(init=False)
-    _receive: trio.MemoryReceiveChannel[bytes | memoryview] = field(init=False)
+    _send: trio.MemorySendChannel[bytes | memoryview] | None = None
+    _recv: trio.MemoryReceiveChannel[bytes | memoryview] | None = None
     #: Writes frames straight to the socket when nothing is queued (None: not possible).
     _direct: FrameWriter | None = field(init=False)
+    #: Where a writer task is started when frames wait (the gateway's task nursery).
+    _nursery: trio.Nursery | None = None
+    #: The scope of the connection's reader, and of its writer task while one runs: what
+    #: ``close_soon`` without flush cancels.
     _scope: trio.CancelScope | None = None
-    #: Set when the writer has sent everything queued (or the socket closed).
-    writer_done: trio.Event = field(default_factory=trio.Event)
+    _writer_scope: trio.CancelScope | None = None
+    #: A writer task is draining the queue (``_write_queued``).
+    _writing: bool = False
+    #: Torn down without flushing (``close_soon(flush=False)``): nothing more is written.
+    _aborted: bool = False
+    #: No frame can be queued any more: ``finish_sending`` was called, or the writer found
+    #: the connection closed.
+    _finished: bool = False
+    #: Set when the writer has sent everything queued (``wait_sent``).
+    _done: trio.Event | None = None
     #: Covers only the wait for the next frame, so shutdown can stop reading without
     #: cancelling a request in flight.
     read_scope: trio.CancelScope | None = None
 
     def __post_init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[bytes | memoryview](self.queue_frames)
         self._direct = FrameWriter.for_ws(self.ws)
+
+    @property
+    def _receive(self) -> trio.MemoryReceiveChannel[bytes | memoryview]:
+        """The receive side of the send queue (made on first use)."""
+        if self._recv is None:
+            self._open_queue()
+        assert self._recv is not None
+        return self._recv
+
+    def _open_queue(self) -> trio.MemorySendChannel[bytes | memoryview]:
+        self._send, self._recv = trio.open_memory_channel[bytes | memoryview](self.queue_frames)
+        self._sizes = deque()
+        if self._finished:
+            self._send.close()
+        return self._send
 
     @property
     def authenticated(self) -> bool:
@@ -106,8 +136,9 @@ class Connection:
                 self.frames_sent += 1
                 return
             item = rest
+        send = self._send if self._send is not None else self._open_queue()
         try:
-            self._send.send_nowait(item)
+            send.send_nowait(item)
         except trio.WouldBlock:
             self.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -116,25 +147,31 @@ class Connection:
                 self._direct.abandon()
                 self.close_soon(CloseCode.SLOW_CONSUMER, "send queue closed", flush=False)
         else:
+            assert self._sizes is not None
             self._sizes.append((len(item), event))
             self.queued_bytes += len(item)
             if event:
                 self.event_bytes += len(item)
+            if not self._writing and self._nursery is not None:
+                # A writer task only while something waits (most frames never do).
+                self._writing = True
+                self._nursery.start_soon(self._write_queued)
 
     async def wait_send_room(self) -> None:
         """Wait until the queue holds at most ``queue_bytes`` bytes (the gateway calls it
         before reading the next request)."""
         while self.queued_bytes > self.queue_bytes:
-            if self._room.is_set():
+            if self._room is None or self._room.is_set():
                 self._room = trio.Event()
             await self._room.wait()
 
     def _sent(self) -> None:
+        assert self._sizes is not None
         size, event = self._sizes.popleft()
         self.queued_bytes -= size
         if event:
             self.event_bytes -= size
-        if self.queued_bytes <= self.queue_bytes:
+        if self.queued_bytes <= self.queue_bytes and self._room is not None:
             self._room.set()
 
     def close_soon(self, code: int, reason: str, *, flush: bool = True) -> None:
@@ -148,46 +185,104 @@ class Connection:
             self.close_request = CloseRequest(code, reason)
         if flush:
             self.wake_reader()
-        elif self._scope is not None:
-            self._scope.cancel()
+        else:
+            self._aborted = True
+            self.finish_sending()
+            if self._scope is not None:
+                self._scope.cancel()
+            self.stop_writer()
 
     def wake_reader(self) -> None:
         """Stop waiting for the next frame (used by shutdown); a request being handled goes on."""
         if self.read_scope is not None:
             self.read_scope.cancel()
 
-    def bind_scope(self, scope: trio.CancelScope) -> None:
-        """The scope that ``close_soon`` cancels: the connection's reader and writer."""
+    def bind(self, scope: trio.CancelScope, nursery: trio.Nursery | None) -> None:
+        """The reader's scope, which ``close_soon`` without flush cancels, and the nursery
+        a writer task is started in when frames wait (``None``: none is started)."""
         self._scope = scope
+        self._nursery = nursery
+
+    def stop_writer(self) -> None:
+        """Cancel the writer task, if one is running (``wait_sent`` waits for its end)."""
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+
+    async def _write_queued(self) -> None:
+        """The writer task: started when a frame has to wait, ends when the queue is empty.
+        It runs in a nursery shared by many connections, so nothing may escape it."""
+        drained = False
+        try:
+            with trio.CancelScope() as self._writer_scope:
+                if not self._aborted:
+                    drained = await self._write_all(self._receive)
+        except Exception:
+            log.exception("a connection's writer failed; that connection ends")
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error", flush=False)
+        finally:
+            self._writer_scope = None
+            self._writing = False
+            if not drained:
+                # The socket closed, or the connection is ending: nothing more can be sent.
+                self.finish_sending()
+            if self._direct is not None:
+                self._direct.abandon()
+            if self._done is not None:
+                self._done.set()
+
+    async def _write_all(self, receive: trio.MemoryReceiveChannel[bytes | memoryview]) -> bool:
+        """Send what is queued until the queue is empty; False if the connection closed."""
+        while True:
+            try:
+                frame = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return True
+            if not await self._write(frame):
+                return False
+
+    async def _write(self, frame: bytes | memoryview) -> bool:
+        try:
+            if self._direct is not None:
+                await self._direct.write(frame)
+            else:  # no socket to write to directly: items are whole payloads
+                await self.ws.send_message(bytes(frame))
+        except ConnectionClosed:
+            return False
+        finally:
+            self._sent()
+        self.frames_sent += 1
+        return True
 
     async def run_writer(self) -> None:
-        """Drain the send queue into the socket until the queue is closed."""
+        """Drain the send queue into the socket until the queue is closed (a writer of its
+        own for a connection without a nursery; the gateway's connections start one only
+        while frames wait)."""
         try:
-            async with self._receive:
-                async for frame in self._receive:
-                    try:
-                        if self._direct is not None:
-                            await self._direct.write(frame)
-                        else:  # no socket to write to directly: items are whole payloads
-                            await self.ws.send_message(bytes(frame))
-                    except ConnectionClosed:
+            async with self._receive as receive:
+                async for frame in receive:
+                    if not await self._write(frame):
                         return
-                    finally:
-                        self._sent()
-                    self.frames_sent += 1
         finally:
             if self._direct is not None:
                 self._direct.abandon()
-            self.writer_done.set()
 
     def finish_sending(self) -> None:
         """No more frames will be queued; the writer exits once the queue is drained."""
-        self._send.close()
+        self._finished = True
+        if self._send is not None:
+            self._send.close()
+
+    async def wait_sent(self) -> None:
+        """Wait until the writer task has sent everything queued (or found the socket
+        closed)."""
+        while self._writing:
+            if self._done is None or self._done.is_set():
+                self._done = trio.Event()
+            await self._done.wait()
 
     def statistics(self) -> dict[str, int]:
-        stats = self._send.statistics()
         return {
-            "queued": stats.current_buffer_used,
+            "queued": 0 if self._send is None else self._send.statistics().current_buffer_used,
             "queued_bytes": self.queued_bytes,
             "event_bytes": self.event_bytes,
             "sent": self.frames_sent,

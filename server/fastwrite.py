@@ -32,7 +32,12 @@ test_fastwrite.py`` fails if any of it changes):
 * ``WebSocketConnection._close_reason`` (``None`` while open) and ``_wsproto.state``
   (``ConnectionState.OPEN`` until a close frame is sent);
 * ``WebSocketConnection._abort_web_socket()``: trio-websocket's own clean-up after a failed
-  write.
+  write;
+* ``WebSocketConnection._wsproto``, a ``wsproto.WSConnection``, whose ``handshake`` (the
+  HTTP upgrade: an h11 connection and its buffers, ~1.8 KiB) is used only while
+  ``connection`` is ``None``, but for ``events()``, which drains it first: once the
+  connection is open, ``release_handshake`` swaps it for an empty stand-in, so an idle
+  connection does not keep it for its lifetime.
 
 Bypassing ``wsproto.WSConnection.send`` is sound because wsproto keeps no outbound state
 for a complete (``fin``) data frame and trio-websocket's server never negotiates an
@@ -46,9 +51,10 @@ import struct
 
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 
-__all__ = ["FrameWriter", "frame"]
+__all__ = ["FrameWriter", "frame", "release_handshake"]
 
 _FIN = 0x80
 OPCODE_TEXT = 0x1
@@ -77,6 +83,32 @@ def frame(payload: bytes) -> bytes:
         _last_frame = frame_header(len(payload)) + payload
         _last_payload = payload
     return _last_frame
+
+
+class _HandshakeDone:
+    """Stands in for wsproto's ``H11Handshake`` once the WebSocket is open: no events."""
+
+    __slots__ = ()
+
+    def events(self) -> tuple[()]:
+        return ()
+
+
+_HANDSHAKE_DONE = _HandshakeDone()
+
+
+def release_handshake(ws: object) -> bool:
+    """Drop the finished HTTP upgrade state of an open server connection (see the module
+    docstring). False, and nothing changed, where it does not apply."""
+    if not isinstance(ws, WebSocketConnection):
+        return False
+    proto = getattr(ws, "_wsproto", None)
+    if not isinstance(proto, WSConnection) or proto.connection is None:
+        return False
+    if list(proto.handshake.events()):  # never: the upgrade's events were all taken
+        return False
+    proto.handshake = _HANDSHAKE_DONE  # type: ignore[assignment]
+    return True
 
 
 class FrameWriter:

@@ -1,10 +1,13 @@
 """The WebSocket gateway: accept, handshake deadline, one reader per connection, close.
 
-Each connection runs in its own nursery with two tasks: the reader (this module: frames
-in, through the router, one at a time so a device's requests keep their order) and the
-writer (``Connection.run_writer``: the bounded send queue out to the socket). When either
-ends, or ``Connection.close_soon`` is called, both stop and the socket is closed with the
-requested code.
+Each connection has one task of its own: the reader (this module: frames in, through the
+router, one at a time so a device's requests keep their order). A writer task
+(``Connection``: the bounded send queue out to the socket) runs only while frames wait in
+that queue (most go straight to the socket), and one heartbeat pings every connection
+(``server.heartbeat``); both live in the gateway's task nursery (``Gateway.run``, in the
+app's background nursery), and a connection's writer ends before its handler does. When the
+reader ends, or ``Connection.close_soon`` is called, the writer stops and the socket is
+closed with the requested code.
 
 Shutdown (``Gateway.drain``): stop reading new frames on every connection, let requests in
 flight finish and their replies go out, then close with 1001 (going away).
@@ -21,6 +24,8 @@ from protocol.errors import CloseCode
 from server.admission import refuse_upgrade
 from server.connection import Connection
 from server.context import Context
+from server.fastwrite import release_handshake
+from server.heartbeat import Heartbeat
 from server.metrics import METRICS
 from server.router import Router
 from server.services import presence
@@ -45,10 +50,26 @@ class Gateway:
         self._draining = False
         self._all_closed = trio.Event()
         self.accepted = 0
+        #: Pings every connection; runs in ``run``'s nursery.
+        self.heartbeat = Heartbeat(ctx.config)
+        #: Connections' writer tasks run here (``run``).
+        self._tasks: trio.Nursery | None = None
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The gateway's own tasks: the heartbeat, and connections' writers while frames
+        wait. Started in the app's background nursery, before the listener."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.heartbeat.run)
+            self._tasks = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._tasks = None
 
     async def handle(self, request: WebSocketRequest) -> None:
         """trio-websocket's handler: one call per client, for the connection's lifetime."""
@@ -65,15 +86,18 @@ class Gateway:
             await request.reject(refusal.status, body=refusal.body)
             return
         ws = await request.accept()
+        release_handshake(ws)  # the HTTP upgrade's state is not kept for the connection's life
         self.accepted += 1
         METRICS.connections_accepted.inc()
         conn = Connection(
             ws=ws, queue_frames=config.send_queue_frames, queue_bytes=config.send_queue_bytes
         )
         self._connections.add(conn)
+        self.heartbeat.add(conn)
         try:
             await self._serve(conn)
         finally:
+            self.heartbeat.discard(conn)
             self._connections.discard(conn)
             if self._draining and not self._connections:
                 self._all_closed.set()
@@ -83,20 +107,27 @@ class Gateway:
             await self._close(ws, conn)
 
     async def _serve(self, conn: Connection) -> None:
-        async with trio.open_nursery() as nursery:
-            conn.bind_scope(nursery.cancel_scope)
-            nursery.start_soon(conn.run_writer)
-            nursery.start_soon(self._heartbeat, conn)
-            if await self._handshake(conn) and self._within_user_limit(conn):
-                if self.ctx.hub.attach(conn):
-                    await presence.announce(self.ctx, conn.user_id or 0, online=True)
-                while await self._read_one(conn):
-                    pass
-            # Reading stopped (closing, drain, or the peer left): queued replies go out first.
+        if self._tasks is None:
+            raise RuntimeError("the gateway is not running (Gateway.run)")
+        try:
+            with trio.CancelScope() as scope:
+                conn.bind(scope, self._tasks)
+                if await self._handshake(conn) and self._within_user_limit(conn):
+                    if self.ctx.hub.attach(conn):
+                        await presence.announce(self.ctx, conn.user_id or 0, online=True)
+                    while await self._read_one(conn):
+                        pass
+                # Reading stopped (closing, drain, or the peer left): queued replies go out
+                # first.
+                conn.finish_sending()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await conn.wait_sent()
+        finally:
+            # Nothing more is queued, and the writer (if any) ends before the handler.
             conn.finish_sending()
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                await conn.writer_done.wait()
-            nursery.cancel_scope.cancel()
+            conn.stop_writer()
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await conn.wait_sent()
 
     async def _handshake(self, conn: Connection) -> bool:
         """Read frames until the connection authenticates, within the deadline."""
@@ -151,20 +182,6 @@ class Gateway:
         # Drain only cancels the wait above: a request in flight finishes and is replied to.
         await self.router.handle_frame(conn, message)
         return conn.close_request is None
-
-    async def _heartbeat(self, conn: Connection) -> None:
-        """Drop a peer that stops answering pings (half-open TCP connections included)."""
-        interval = self.ctx.config.heartbeat_seconds
-        while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(interval) as waited:
-                try:
-                    await conn.ws.ping()
-                except ConnectionClosed:
-                    return
-            if waited.cancelled_caught:
-                conn.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "no pong")
-                return
 
     async def _leave(self, conn: Connection) -> None:
         if conn.user_id is None:

@@ -10,12 +10,22 @@ Lookups by key (``run_inline``, ``lookup``) run on the trio thread instead, on a
 of their own: the trio thread runs one of them at a time, to completion, so that connection
 is never shared and needs no limiter token, and no thread hop is paid for a read of a few
 microseconds.
+
+Every other read (``run``) is tried there first too, on a time budget (``INLINE_BUDGET``):
+most reads (a user's memberships, contacts, the conversations changed since a sync token,
+a short page of entries) take less CPU than the thread hop that would carry them (a wake-up
+and a GIL hand-over each way). A read that outruns its budget is interrupted by SQLite's
+progress handler (only reads: nothing to undo, and the read transaction is rolled back) and
+runs again in a worker thread; reads of the same name then go straight to a thread for the
+next ``INLINE_BACKOFF`` calls, so a large read does not pay the budget every time. The event
+loop is held up for at most about ``INLINE_BUDGET`` per read.
 """
 
 from __future__ import annotations
 
 import queue
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +36,13 @@ import trio
 from storage.errors import StoreClosed
 
 T = TypeVar("T")
+
+#: How long a read may run on the trio thread before it is moved to a worker thread.
+INLINE_BUDGET = 0.001
+#: SQLite VM instructions between two looks at the clock (the progress handler).
+_PROGRESS_STEPS = 500
+#: Calls of a read's name that go straight to a thread after it outran the budget.
+INLINE_BACKOFF = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +77,71 @@ class ReaderPool:
             self._idle.put(conn)
         self._limiter = trio.CapacityLimiter(len(self._connections))
         self._closed = False
+        #: Per read name: calls left that go straight to a thread (``INLINE_BACKOFF``).
+        self._threaded: dict[str, int] = {}
+        #: Reads tried on the trio thread, and how many of them outran the budget.
+        self.inline_reads = 0
+        self.inline_overruns = 0
 
     async def run(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in a read transaction named ``name`` and return its result.
 
-        ``fn`` runs in a worker thread and must only read. ``StoreClosed`` once closed.
+        ``fn`` must only read (it may run twice: see the module docstring). It runs on the
+        trio thread within ``INLINE_BUDGET``, else in a worker thread. ``StoreClosed`` once
+        closed.
         """
+        if self._inline is not None:
+            left = self._threaded.get(name, 0)
+            if left:
+                if left == 1:
+                    del self._threaded[name]
+                else:
+                    self._threaded[name] = left - 1
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                done, result = self._read_within_budget(self._inline, fn)
+                if done:
+                    return result  # type: ignore[return-value]
+                self._threaded[name] = INLINE_BACKOFF
+        return await self.run_in_thread(name, fn)
+
+    async def run_in_thread(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``run`` always in a worker thread (a read known to be long, or one that blocks)."""
         return await trio.to_thread.run_sync(self._read, fn, limiter=self._limiter)
+
+    def _read_within_budget(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
+    ) -> tuple[bool, T | None]:
+        """``(True, fn(conn))`` in a read transaction on the trio thread, or ``(False,
+        None)`` if it outran ``INLINE_BUDGET`` (interrupted, rolled back)."""
+        if self._closed:
+            raise StoreClosed(f"the {self._name} database is closed")
+        self.inline_reads += 1
+        deadline = time.perf_counter() + INLINE_BUDGET
+        overran = False
+
+        def progress() -> bool:
+            nonlocal overran
+            overran = time.perf_counter() > deadline
+            return overran  # true: SQLite interrupts the statement
+
+        conn.set_progress_handler(progress, _PROGRESS_STEPS)
+        try:
+            conn.execute("BEGIN")
+            try:
+                result = fn(conn)
+            finally:
+                conn.set_progress_handler(None, 0)
+                conn.execute("ROLLBACK")
+            if not overran:  # (a read that swallowed the interruption is not trusted)
+                return True, result
+        except sqlite3.OperationalError:
+            if not overran:
+                raise
+        finally:
+            conn.set_progress_handler(None, 0)
+        self.inline_overruns += 1
+        return False, None
 
     async def run_inline(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``run`` for a lookup by key: ``fn`` runs here, in the trio thread, on an idle
@@ -91,7 +166,7 @@ class ReaderPool:
         try:
             self._limiter.acquire_on_behalf_of_nowait(fn)
         except trio.WouldBlock:
-            return await self.run(name, fn)
+            return await self.run_in_thread(name, fn)
         try:
             return self._read(fn)
         finally:

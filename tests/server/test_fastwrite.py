@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio_websocket
+import wsproto
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -157,3 +158,29 @@ async def test_abandoning_a_partial_write_lets_the_close_go_out() -> None:
             await trio.sleep(0.2)
             await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_release_handshake_drops_the_upgrade_state_and_the_connection_still_works() -> None:
+    released: list[bool] = []
+
+    async def on_connect(ws: WebSocketConnection) -> None:
+        assert type(ws._wsproto.handshake).__name__ == "H11Handshake"
+        released.append(fastwrite.release_handshake(ws))
+        assert list(ws._wsproto.events()) == []
+        await ws.send_message(b"after")
+
+    async with trio.open_nursery() as nursery:
+        port = await _serve(nursery, on_connect)
+        async with open_websocket("127.0.0.1", port, "/", use_ssl=False) as client:
+            assert await client.get_message() == b"after"
+            await client.send_message(b"ping me")  # the server's reader still parses frames
+            await client.ping()
+        nursery.cancel_scope.cancel()
+    assert released == [True]
+    assert not fastwrite.release_handshake(object())
+
+
+def test_release_handshake_relies_on_wsproto_draining_the_handshake_first() -> None:
+    source = inspect.getsource(wsproto.WSConnection)
+    assert "yield from self.handshake.events()" in source
+    assert source.count("if self.connection is None:") == 3  # state, send, receive_data

@@ -88,7 +88,7 @@ async def test_inline_reads_run_on_the_trio_thread_without_a_pool_connection(
             release.wait(30)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(db.readers.run, "hold", hold)
+            nursery.start_soon(db.readers.run_in_thread, "hold", hold)
             await trio.to_thread.run_sync(entered.wait, 30)
             assert db.readers.statistics().reads_running == 1
 
@@ -146,3 +146,37 @@ async def test_a_writer_caller_cancelled_before_queueing_runs_nothing(tmp_path: 
         assert writer.statistics().jobs_in_flight == 0
         await writer.run("noop", lambda c: None)
     assert ran == []
+
+
+async def test_a_short_read_runs_on_the_trio_thread_and_a_long_one_moves_to_a_thread(
+    tmp_path: Path,
+) -> None:
+    """``run`` tries the trio thread within the budget; a read that outruns it is
+    interrupted and runs again in a worker thread, and its name then skips the trio thread
+    for a while. Both give the full result."""
+    long_sql = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
+        " SELECT count(*) FROM n"
+    )
+
+    def short(conn: sqlite3.Connection) -> tuple[str, int]:
+        (one,) = conn.execute("SELECT 1").fetchone()
+        return threading.current_thread().name, one
+
+    threads: list[str] = []
+
+    def long(conn: sqlite3.Connection) -> int:
+        threads.append(threading.current_thread().name)
+        (count,) = conn.execute(long_sql).fetchone()
+        return int(count)
+
+    async with cross_db(tmp_path) as db:
+        pool = db.readers
+        assert await pool.run("short", short) == (threading.main_thread().name, 1)
+        assert await pool.run("long", long) == 3_000_000
+        assert threads[0] == threading.main_thread().name  # tried here first, interrupted
+        assert threads[1] != threading.main_thread().name  # then run again in a thread
+        assert await pool.run("long", long) == 3_000_000
+        assert threads[2] != threading.main_thread().name  # backed off: straight to a thread
+        assert await pool.run("short", short) == (threading.main_thread().name, 1)
+        assert pool.inline_overruns == 1

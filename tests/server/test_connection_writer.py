@@ -1,0 +1,86 @@
+"""A connection's writer task runs only while frames wait (``Connection._write_queued``)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from protocol.errors import CloseCode
+from server.connection import Connection
+
+
+class _Socket:
+    """Stands in for the WebSocket (no socket: every frame goes through the queue)."""
+
+    def __init__(self) -> None:
+        self.open = trio.Event()
+        self.sent: list[bytes] = []
+
+    async def send_message(self, frame: bytes) -> None:
+        await self.open.wait()
+        self.sent.append(frame)
+
+
+def _conn(socket: _Socket) -> Connection:
+    return Connection(ws=socket, queue_frames=16)  # type: ignore[arg-type]
+
+
+async def test_an_idle_connection_has_no_writer_task_nor_queue() -> None:
+    conn = _conn(_Socket())
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()  # the reader's (not entered here)
+        conn.bind(scope, nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        assert nursery.child_tasks == frozenset()
+    assert conn._send is None and conn._sizes is None and conn._room is None
+
+
+async def test_a_writer_starts_for_waiting_frames_sends_them_in_order_and_ends() -> None:
+    socket = _Socket()
+    conn = _conn(socket)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()  # the reader's (not entered here)
+        conn.bind(scope, nursery)
+        conn.reply_nowait(b"a")
+        conn.send_nowait(b"b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) == 1  # one writer for both
+        socket.open.set()
+        await conn.wait_sent()
+        await trio.testing.wait_all_tasks_blocked()
+        assert nursery.child_tasks == frozenset()  # nothing waits: the writer is gone
+        conn.reply_nowait(b"c")
+        await conn.wait_sent()
+    assert socket.sent == [b"a", b"b", b"c"]
+    assert conn.statistics() == {"queued": 0, "queued_bytes": 0, "event_bytes": 0, "sent": 3}
+
+
+async def test_closing_without_flush_cancels_the_writer_and_queues_nothing_more() -> None:
+    socket = _Socket()
+    conn = _conn(socket)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()  # the reader's (not entered here)
+        conn.bind(scope, nursery)
+        conn.reply_nowait(b"a")
+        await trio.testing.wait_all_tasks_blocked()
+        conn.close_soon(CloseCode.SLOW_CONSUMER, "send queue full", flush=False)
+        await conn.wait_sent()
+        conn.send_nowait(b"late")
+        await trio.testing.wait_all_tasks_blocked()
+        assert nursery.child_tasks == frozenset()
+    assert scope.cancel_called
+    assert socket.sent == []
+
+
+async def test_finish_sending_lets_the_writer_drain_then_refuses_frames() -> None:
+    socket = _Socket()
+    conn = _conn(socket)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()  # the reader's (not entered here)
+        conn.bind(scope, nursery)
+        conn.reply_nowait(b"a")
+        conn.finish_sending()
+        conn.reply_nowait(b"refused")
+        socket.open.set()
+        await conn.wait_sent()
+    assert socket.sent == [b"a"]
