@@ -35,6 +35,7 @@ from server.enterprise import EnterpriseIndex
 from server.gateway import Gateway
 from server.hub import Hub
 from server.isolation import IsolatedNursery
+from server.last_seen import LastSeen
 from server.live import LiveRuntime
 from server.maintenance import prune_idempotency_keys
 from server.membership import MemberCache
@@ -142,6 +143,7 @@ def build_context(
             interval=config.receipt_flush_seconds,
         ),
         pushes=PushQueue(personal=stores.personal, hub=hub, notifier=notifier),
+        last_seen=LastSeen(stores.personal),
         ordered=SeqOrderedPublisher(bus_publisher(bus)),
         live=live,
         ding=DingRuntime.from_config(
@@ -200,6 +202,7 @@ async def serve(
         gateway = Gateway(ctx, router)
         async with trio.open_nursery() as background:
             await background.start(ctx.receipts.run)
+            await background.start(ctx.last_seen.run)
             await background.start(ctx.pushes.run)
             await background.start(ctx.outbox.run)
             await background.start(ctx.dissolver.run)
@@ -249,6 +252,7 @@ async def serve(
                 handlers.cancel_scope.cancel()
             # Flush what is coalesced before stopping: read counts still pending go out.
             await ctx.receipts.flush()
+            await ctx.last_seen.flush()
             # Streams whose hosts were cut off by the shutdown resume from their records.
             await ctx.live.checkpoint()
             background.cancel_scope.cancel()

@@ -17,6 +17,7 @@ from server.dissolution import Dissolver
 from server.domains import conversation_store
 from server.enterprise import EnterpriseIndex
 from server.hub import Hub
+from server.last_seen import LastSeen
 from server.live import LiveRuntime
 from server.membership import MemberCache
 from server.notify.interface import Notifier
@@ -51,6 +52,8 @@ class Context:
     members: MemberCache
     send_limiter: KeyedLimiter
     receipts: ReceiptCoalescer
+    #: P6: devices' last sign-in times, written in batches off the sign-in path.
+    last_seen: LastSeen
     pushes: PushQueue
     ordered: SeqOrderedPublisher
     #: L1: active live streams, their counts and grace timers.

@@ -82,6 +82,11 @@ class PersonalStore(Protocol):
     async def touch_device(self, device_id: int, *, now: int) -> None:
         """Record that the device was seen (connected) at ``now``."""
 
+    async def touch_devices(self, seen: Sequence[tuple[int, int]]) -> None:
+        """Record several (device id, seen at) in one transaction. A device's time never
+        moves backwards (the later of the stored and the given one is kept); unknown
+        devices are skipped."""
+
     async def ack_device(
         self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
     ) -> None:

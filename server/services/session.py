@@ -48,7 +48,7 @@ async def _bind(ctx: Context, conn: Connection, user: User, device: Device) -> N
     _refuse_suspended(conn, user)
     conn.user_id = user.user_id
     conn.device_id = device.device_id
-    await ctx.stores.personal.touch_device(device.device_id, now=ctx.clock.now_ms())
+    ctx.last_seen.note(device.device_id, now=ctx.clock.now_ms())  # P6, written in batches
 
 
 def _refuse_suspended(conn: Connection, user: User) -> None:

@@ -129,6 +129,14 @@ class MemoryPersonalStore:
         if device is not None:
             self._devices[device_id] = replace(device, last_seen_at=now)
 
+    async def touch_devices(self, seen: Sequence[tuple[int, int]]) -> None:
+        for device_id, at in seen:
+            device = self._devices.get(device_id)
+            if device is not None:
+                self._devices[device_id] = replace(
+                    device, last_seen_at=max(device.last_seen_at, at)
+                )
+
     async def ack_device(
         self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
     ) -> None:

@@ -166,6 +166,18 @@ class SqlitePersonalStore:
 
         await self._writer.run("touch_device", touch_device)
 
+    async def touch_devices(self, seen: Sequence[tuple[int, int]]) -> None:
+        rows = [(at, device_id) for device_id, at in seen]
+
+        def touch_devices(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE devices SET last_seen_at = max(last_seen_at, ?) WHERE device_id = ?",
+                rows,
+            )
+
+        if rows:
+            await self._writer.run("touch_devices", touch_devices)
+
     async def ack_device(
         self, device_id: int, *, conversations: int, personal: int, organisation: int = 0
     ) -> None:

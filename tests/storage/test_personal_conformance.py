@@ -150,6 +150,22 @@ async def test_register_device_gives_increasing_ids_and_lists_them_per_user(
     assert await stores.personal.list_devices(9) == []
 
 
+async def test_p6_touch_devices_records_a_batch_and_never_moves_a_time_back(
+    stores: Stores,
+) -> None:
+    phone = await stores.personal.register_device(user_id=1, name="phone", now=NOW)
+    tablet = await stores.personal.register_device(user_id=1, name="tablet", now=NOW)
+    await stores.personal.touch_device(tablet.device_id, now=NOW + 900)
+
+    await stores.personal.touch_devices(
+        [(phone.device_id, NOW + 500), (tablet.device_id, NOW + 700), (999_999, NOW + 1)]
+    )
+
+    seen = {d.device_id: d.last_seen_at for d in await stores.personal.list_devices(1)}
+    assert seen == {phone.device_id: NOW + 500, tablet.device_id: NOW + 900}
+    await stores.personal.touch_devices([])  # nothing to write is fine
+
+
 async def test_touch_device_records_when_it_was_last_seen(stores: Stores) -> None:
     device = await stores.personal.register_device(user_id=1, name="phone", now=NOW)
 
