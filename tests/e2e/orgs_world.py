@@ -112,6 +112,19 @@ class World:
             user, po.OrgAnswer(rid=0, org=org, request_id=invited.request.request_id, accept=True)
         )
 
+    async def dissolve(self, admin: str, org: int) -> po.DissolutionSummary:
+        """O4: ask, confirm, and wait (bounded) until the background job has deleted the
+        organisation; returns the summary the request answered with."""
+        summary: po.DissolutionSummary = await self.call(admin, po.OrgDissolve(rid=0, org=org))
+        await self.call(admin, po.OrgDissolveConfirm(rid=0, org=org, token=summary.token))
+        orgs = self.server.ctx.stores.orgs
+        for _ in range(500):
+            if await orgs.get_org(org) is None:
+                break
+            await trio.sleep(0.02)
+        assert await orgs.get_org(org) is None, "dissolution did not finish"
+        return summary
+
     async def consent(self, user: str, org: int, granted: bool) -> None:
         await self.call(user, po.ConsentSet(rid=0, org=org, granted=granted))
         self.clock.advance(1)

@@ -15,7 +15,6 @@ import trio
 from client import RivetClient
 from protocol import ding as pd
 from protocol import enterprise as pe
-from protocol import orgs as po
 from tests.e2e.orgs_world import World, open_world
 from tests.e2e.test_ding_org_quota import SMS_NOW, chat, package, settled, sms_state
 from tests.e2e.test_enterprise import account, verified_org
@@ -88,13 +87,7 @@ async def test_d2_e2e_an_org_internal_ding_lives_in_the_org_store(
         assert [d.ding_id for d in received.dings] == [now.ding.ding_id, ding_id]
 
         # O4: dissolving the organisation deletes its DINGs and its package.
-        summary: po.DissolutionSummary = await w.call("admin", po.OrgDissolve(rid=0, org=org))
-        await w.call("admin", po.OrgDissolveConfirm(rid=0, org=org, token=summary.token))
-        for _ in range(500):  # the job runs in the background; bounded wait
-            if await stores.orgs.get_org(org) is None:
-                break
-            await trio.sleep(0.02)
-        assert await stores.orgs.get_org(org) is None
+        await w.dissolve("admin", org)
         for gone in (ding_id, now.ding.ding_id):
             assert await stores.org_ding.get(pd.ding_number(gone)) is None
         assert await stores.org_ding.quota_balance(f"org:{org}", "sms", "package") is None
