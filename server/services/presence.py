@@ -37,9 +37,16 @@ async def audience(ctx: Context, user_id: int) -> set[int]:
 
 
 async def announce(ctx: Context, user_id: int, *, online: bool) -> None:
-    """Tell the audience and the local watchers that ``user_id`` came online or went away."""
+    """Tell the audience and the local watchers that ``user_id`` came online or went away.
+
+    Finding the audience reads the stores, so a quick reconnect's announcement may be
+    ready first: one that no longer matches the user's state by the time it is ready is
+    dropped (the later one tells the truth), so watchers never end on a stale state."""
     event = PresenceEvent(user=user_id, online=online)
-    ctx.publish(await audience(ctx, user_id), event)
+    users = await audience(ctx, user_id)
+    if ctx.hub.is_online(user_id) != online:
+        return
+    ctx.publish(users, event)
     frame = _encoder.encode(event)
     for watcher in ctx.hub.watchers_of(user_id):
         watcher.send_nowait(frame)

@@ -78,6 +78,10 @@ async def test_m5_contacts_see_presence_of_first_and_last_connection(harness: Ha
     async with RivetClient.connect(harness.url, alice) as a:
         async with RivetClient.connect(harness.url, bob) as phone:
             online = await next_event(a)
+            if online == PresenceEvent(user=uid(bob), online=False):
+                # befriend's own connection of bob may be announced gone just after alice
+                # arrived (announcements read the stores first): true, and then stale.
+                online = await next_event(a)
             assert online == PresenceEvent(user=uid(bob), online=True)
             async with RivetClient.connect(harness.url, bob) as tablet:
                 await barrier(tablet, a, conv)  # a second connection is no news
