@@ -46,17 +46,21 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
     )
     summaries: list[replies.ConversationSummary] = []
     if token is None or req.summary:
-        settings = await stores.personal.get_settings(user)
+        # A stream whose head is at or below the token has nothing committed after it that
+        # this page must carry (what commits later is pushed live): it is not read.
         items = [
             item
-            for store, _head, after in conversation_streams
+            for store, head_at, after in conversation_streams
+            if head_at > after
             for item in await store.summaries(user, changed_after=after)
         ]
-        # Two stores, two position counters: order across them by the latest activity.
-        items.sort(key=_last_activity, reverse=True)
-        for item in items:
-            muted = item.conversation.conv_id in settings.muted_conversations
-            summaries.append(summary(item, muted=muted))
+        if items:
+            settings = await stores.personal.get_settings(user)
+            # Two stores, two position counters: order across them by the latest activity.
+            items.sort(key=_last_activity, reverse=True)
+            for item in items:
+                muted = item.conversation.conv_id in settings.muted_conversations
+                summaries.append(summary(item, muted=muted))
     if token is None:
         # A new device starts from the summary, at the current head.
         return replies.SyncPage(token=head.encode(), summaries=summaries, events=[], more=False)
@@ -66,6 +70,10 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
     more = False
     positions: list[int] = []
     for store, head_at, after in conversation_streams:
+        if head_at <= after:
+            # Current (see the summaries above): nothing to read, the position stays.
+            positions.append(after)
+            continue
         entries = await store.entries_for(user, after=after, limit=room + 1) if room else []
         more_here = (
             len(entries) > room
@@ -80,7 +88,9 @@ async def sync(ctx: Context, conn: Connection, req: rq.Sync) -> replies.SyncPage
             _next_position(entries[-1].stream if entries else 0, head_at, after, more_here)
         )
     changes = []
-    if room:
+    if head.personal <= token.personal:
+        more_personal = False
+    elif room:
         changes = await stores.personal.personal_changes(user, after=token.personal, limit=room + 1)
         more_personal = len(changes) > room
         changes = changes[:room]

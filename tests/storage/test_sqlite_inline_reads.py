@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import trio
 
 from storage.errors import StoreClosed
 from storage.sqlite.database import Database, DatabaseOptions, connect, open_database
-from storage.sqlite.readers import ReaderPool, open_readers
+from storage.sqlite.readers import INLINE_BUDGET, ReaderPool, open_readers
 from storage.sqlite.writer import open_writer
 
 
@@ -180,3 +181,26 @@ async def test_a_short_read_runs_on_the_trio_thread_and_a_long_one_moves_to_a_th
         assert threads[2] != threading.main_thread().name  # backed off: straight to a thread
         assert await pool.run("short", short) == (threading.main_thread().name, 1)
         assert pool.inline_overruns == 1
+
+
+async def test_a_read_that_only_waits_stays_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget counts the trio thread's CPU time, not the wall clock: a read whose wall
+    time passes the budget while it waits (here in ``time.sleep``; in the server for the
+    GIL or the CPU) and uses no CPU of its own is neither interrupted nor moved."""
+    monkeypatch.setattr(time, "thread_time", lambda: 0.0)  # this thread never uses CPU
+    waits_sql = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)"
+        " SELECT sum(pause(i)) FROM n"
+    )
+
+    def waits(conn: sqlite3.Connection) -> tuple[str, int]:
+        conn.create_function("pause", 1, lambda i: time.sleep(INLINE_BUDGET / 20) or i)
+        (total,) = conn.execute(waits_sql).fetchone()
+        return threading.current_thread().name, int(total)
+
+    async with cross_db(tmp_path) as db:
+        pool = db.readers
+        assert await pool.run("waits", waits) == (threading.main_thread().name, 400 * 401 // 2)
+        assert pool.inline_overruns == 0
