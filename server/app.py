@@ -217,7 +217,10 @@ async def serve(
             metrics_port = None
             if config.metrics_port is not None:
                 metrics_port = await background.start(
-                    serve_ops_http, config.metrics_host, config.metrics_port, server_routes(gateway)
+                    serve_ops_http,
+                    config.metrics_host,
+                    config.metrics_port,
+                    server_routes(gateway, ctx.ding.gauges),
                 )
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:

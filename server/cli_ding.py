@@ -23,6 +23,8 @@ DING_FLAGS: Final = (
     "ding_quota_timezone",
     "ding_recipient_per_minute",
     "ding_recipient_burst",
+    "ding_rate_per_second",
+    "ding_burst",
     "notifier",
     "webhook_url",
     "webhook_secret",
@@ -32,6 +34,18 @@ DING_FLAGS: Final = (
 
 
 def add_ding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ding-rate",
+        dest="ding_rate_per_second",
+        type=float,
+        help="C2: ding.send per sender per second (default 0.2)",
+    )
+    p.add_argument(
+        "--ding-burst",
+        dest="ding_burst",
+        type=int,
+        help="C2: ding.send burst per sender (default 10)",
+    )
     p.add_argument(
         "--ding-sms-after",
         dest="ding_sms_after_seconds",

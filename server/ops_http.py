@@ -123,9 +123,16 @@ class GatewayView(Protocol):
     def statistics(self) -> dict[str, int]: ...
 
 
-def server_routes(gateway: GatewayView) -> dict[str, Route]:
+#: More gauges for ``/metrics``, read at each scrape: name -> (help, value).
+ExtraGauges = Callable[[], Mapping[str, tuple[str, float]]]
+
+
+def server_routes(
+    gateway: GatewayView, extra_gauges: ExtraGauges | None = None
+) -> dict[str, Route]:
     """``/healthz``: 200 ``ok`` while serving, 503 ``draining`` during shutdown (take the
-    instance out of rotation). ``/metrics``: the Prometheus text of ``server.metrics``."""
+    instance out of rotation). ``/metrics``: the Prometheus text of ``server.metrics``, the
+    gateway's gauges and ``extra_gauges`` (the DING machinery's, from the app)."""
 
     def healthz() -> Response:
         if gateway.draining:
@@ -134,7 +141,7 @@ def server_routes(gateway: GatewayView) -> dict[str, Route]:
 
     def metrics() -> Response:
         stats = gateway.statistics()
-        gauges = {
+        gauges: dict[str, tuple[str, float]] = {
             "connections": ("Open WebSocket connections.", stats["connections"]),
             "authenticated_connections": (
                 "Open connections that have authenticated.",
@@ -153,6 +160,8 @@ def server_routes(gateway: GatewayView) -> dict[str, Route]:
                 stats["max_queued_bytes"],
             ),
         }
+        if extra_gauges is not None:
+            gauges.update(extra_gauges())
         return Response(200, render(METRICS, gauges).encode(), PROMETHEUS_TEXT)
 
     return {"/healthz": healthz, "/metrics": metrics}

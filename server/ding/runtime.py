@@ -208,6 +208,35 @@ class DingRuntime:
             return self.org_store
         return self.store
 
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        """G1-G3 for ``/metrics``: pending timers, steps with a provider now, and totals."""
+        timers = self.scheduler.statistics()
+        relays = [relay.statistics() for relay in self.relays.values()]
+        return {
+            "ding_steps_pending": (
+                "DING steps waiting for their due time (both stores).",
+                timers.pending,
+            ),
+            "ding_steps_fired": ("DING step timers fired since start.", timers.fired),
+            "ding_steps_in_flight": (
+                "SMS and call steps being handed to the provider now.",
+                sum(r.in_flight for r in relays),
+            ),
+            "ding_steps_sent": (
+                "SMS and call steps a provider accepted.",
+                sum(r.sent for r in relays),
+            ),
+            "ding_steps_failed": (
+                "SMS and call steps that failed for good.",
+                sum(r.failed for r in relays),
+            ),
+            "ding_steps_retried": (
+                "Provider attempts retried after a transient failure.",
+                sum(r.retried for r in relays),
+            ),
+            "ding_units_refunded": ("Quota units refunded (G2).", self.refunded),
+        }
+
     # --- timers ----------------------------------------------------------------------------
 
     def schedule(self, ding: Ding) -> None:

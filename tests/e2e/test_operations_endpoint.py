@@ -76,6 +76,10 @@ async def test_metrics_count_connections_messages_deliveries_and_errors(
     assert metric(text, 'rivet_commit_seconds_bucket{le="+Inf"}') >= 7
     assert metric(text, "rivet_deliveries_total") >= 6
     assert "rivet_send_queue_bytes " in text and "rivet_send_queue_bytes_max " in text
+    # G1: the DING machinery's gauges (nothing pending in this run).
+    assert metric(text, "rivet_ding_steps_pending") == 0
+    assert metric(text, "rivet_ding_units_refunded") == 0
+    assert "rivet_ding_steps_in_flight " in text and "rivet_ding_steps_sent " in text
     running.shutdown()
 
 

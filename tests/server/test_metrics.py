@@ -102,3 +102,18 @@ async def test_a_client_that_sends_nothing_is_dropped(
     async with stream:
         with trio.fail_after(5):
             assert await stream.receive_some(100) == b""  # closed by the server
+
+
+async def test_g1_the_ding_machinery_shows_in_metrics(nursery: trio.Nursery) -> None:
+    """The app passes the DING runtime's gauges; they are read at each scrape."""
+    pending = {"value": 3.0}
+
+    def gauges() -> dict[str, tuple[str, float]]:
+        return {"ding_steps_pending": ("DING steps waiting.", pending["value"])}
+
+    port = await nursery.start(
+        partial(serve_ops_http, "127.0.0.1", 0, server_routes(_FakeGateway(), gauges))
+    )
+    assert b"rivet_ding_steps_pending 3" in (await _get(port, "/metrics"))[1]
+    pending["value"] = 0.0
+    assert b"rivet_ding_steps_pending 0" in (await _get(port, "/metrics"))[1]
