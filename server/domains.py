@@ -2,17 +2,20 @@
 
 The conversation id decides (``protocol/ids.py``): ``o:<organisation id>:...`` is an
 organisation-internal conversation among that organisation's enterprise accounts, kept in
-the organisation conversations store; every other id is cross-domain. Services never pick a
-conversation store on their own: they ask here, so the placement rule has one home.
+the organisation conversations store; every other id is cross-domain. The decision is the
+policy module's (``policy.store_for``); this maps it to a store. Services never pick a
+conversation store on their own: they ask here.
 """
 
 from __future__ import annotations
 
-from protocol.ids import conversation_org
+from server import policy
 from storage.interfaces import CrossDomainStore
 from storage.stores import Stores
 
 
 def conversation_store(stores: Stores, conv_id: str) -> CrossDomainStore:
     """The store that keeps ``conv_id``."""
-    return stores.cross if conversation_org(conv_id) is None else stores.org_conversations
+    if policy.store_for(conv_id) == "organisation":
+        return stores.org_conversations
+    return stores.cross
