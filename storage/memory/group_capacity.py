@@ -45,7 +45,11 @@ class MemoryGroupCapacity:
     _orgs: dict[int, _Org]
 
     def _org(self, org_id: int) -> _Org:
-        raise NotImplementedError  # MemoryOrganisationStore's
+        """The organisation's state (also what ``MemoryOrganisationStore`` uses)."""
+        state = self._orgs.get(org_id)
+        if state is None:
+            raise KeyError(f"no organisation {org_id}")
+        return state
 
     async def top_up_group_package(
         self, org_id: int, *, units: int, key: IdempotencyKey, now: int

@@ -46,12 +46,6 @@ class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_
     def __init__(self) -> None:
         self._orgs: dict[int, _Org] = {}
 
-    def _org(self, org_id: int) -> _Org:
-        state = self._orgs.get(org_id)
-        if state is None:
-            raise KeyError(f"no organisation {org_id}")
-        return state
-
     async def create_org(
         self, *, name: str, disclosure: str, creator: int, now: int
     ) -> Organisation:
