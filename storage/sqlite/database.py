@@ -10,6 +10,11 @@ from pathlib import Path
 
 import trio
 
+from storage.sqlite.checkpointer import (
+    DEFAULT_INTERVAL,
+    raise_automatic_checkpoint,
+    run_checkpointer,
+)
 from storage.sqlite.migrations import migrate
 from storage.sqlite.readers import ReaderPool, open_readers
 from storage.sqlite.writer import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, SqliteWriter, open_writer
@@ -32,6 +37,9 @@ class DatabaseOptions:
     readers: int = 4
     max_batch: int = DEFAULT_MAX_BATCH
     queue_size: int = DEFAULT_QUEUE_SIZE
+    #: Seconds between background WAL checkpoints (``storage.sqlite.checkpointer``); None:
+    #: SQLite's own, inside the commit that fills the log past 1,000 pages.
+    checkpoint_interval: float | None = DEFAULT_INTERVAL
 
     def __post_init__(self) -> None:
         if self.synchronous not in SYNCHRONOUS_MODES:
@@ -40,6 +48,8 @@ class DatabaseOptions:
             raise ValueError("readers must be at least 1")
         if self.max_page_count is not None and self.max_page_count < 1:
             raise ValueError("max_page_count must be positive")
+        if self.checkpoint_interval is not None and not self.checkpoint_interval > 0:
+            raise ValueError("checkpoint_interval must be positive (or None)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,12 @@ def connect(path: Path, options: DatabaseOptions, *, read_only: bool = False) ->
         # Deleted content (recalls, erased accounts, dissolved organisations) is overwritten
         # in the file, not left in free pages; explicit because builds differ in the default.
         conn.execute("PRAGMA secure_delete = ON")
+        # Every job of the writer runs in a SAVEPOINT, whose statement journal otherwise goes
+        # to a temporary file: ~8 pwrite calls per message (strace of a batch of 64 appends:
+        # 33,547 pwrites for 3,200 messages, 6,547 with this), a third of the writer's CPU.
+        # The journal only undoes a savepoint inside a transaction (a crash is recovered from
+        # the WAL), so memory loses nothing; its size is bounded by one batch's pages.
+        conn.execute("PRAGMA temp_store = MEMORY")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -81,6 +97,8 @@ def _prepare_writer(path: Path, domain: str, options: DatabaseOptions) -> sqlite
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode})")
         migrate(conn, domain, path=str(path))
+        if options.checkpoint_interval is not None:
+            raise_automatic_checkpoint(conn)
         if options.max_page_count is not None:
             conn.execute(f"PRAGMA max_page_count = {int(options.max_page_count)}")
     except BaseException:
@@ -109,9 +127,10 @@ async def open_database(
 ) -> AsyncIterator[Database]:
     """Open (creating and migrating it if needed) the ``domain`` database at ``path``.
 
-    On exit the readers close (after the reads running then), then the writer finishes every
-    queued write, its thread is joined and its connection, the last one, closes (which
-    checkpoints the WAL in the writer thread).
+    While it is open, WAL checkpoints run in the background (``checkpoint_interval``). On
+    exit the checkpointer stops, the readers close (after the reads running then), then the
+    writer finishes every queued write, its thread is joined and its connection, the last
+    one, closes (which checkpoints the WAL in the writer thread).
     """
     writer_conn = await trio.to_thread.run_sync(_prepare_writer, path, domain, options)
     async with AsyncExitStack() as stack:
@@ -128,4 +147,13 @@ async def open_database(
         readers = await stack.enter_async_context(
             open_readers(reader_conns[:-1], name=path.name, inline=reader_conns[-1])
         )
+        if options.checkpoint_interval is not None:
+            await stack.enter_async_context(
+                run_checkpointer(
+                    lambda: connect(path, options),
+                    lambda: writer.statistics().commits,
+                    name=path.name,
+                    interval=options.checkpoint_interval,
+                )
+            )
         yield Database(path=path, writer=writer, readers=readers)

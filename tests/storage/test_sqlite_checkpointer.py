@@ -1,0 +1,155 @@
+"""WAL checkpoints run beside the writer, not inside its commits (storage.sqlite.checkpointer).
+
+What must hold: committed rows reach the main database file without the writer checkpointing
+(its own automatic checkpoint is only a backstop); an idle database is not checkpointed over
+and over; the checkpointer's thread and connection end with the database; ``None`` keeps
+SQLite's own behaviour. Real threads and the real clock.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from storage.sqlite import checkpointer
+from storage.sqlite.checkpointer import BACKSTOP_PAGES, run_checkpointer
+from storage.sqlite.database import DatabaseOptions, connect, open_database
+from tests.e2e.waiting import wait_until
+
+
+def _add_conversations(first: int, count: int):  # type: ignore[no-untyped-def]
+    def add(conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO conversations (conv_id, kind, title, created_at, member_limit)"
+            " VALUES (?, 'group', '', 0, 10)",
+            [(f"g:{n}",) for n in range(first, first + count)],
+        )
+
+    return add
+
+
+def _rows_in_main_file(db_path: Path, copy_to: Path) -> int:
+    """Conversations in the main database file alone, without its write-ahead log (a copy
+    of the file opened on its own sees only what was checkpointed into it)."""
+    shutil.copyfile(db_path, copy_to)
+    conn = sqlite3.connect(copy_to)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM conversations").fetchone()
+        return int(count or 0)
+    except sqlite3.OperationalError:  # not even the schema was checkpointed yet
+        return 0
+    finally:
+        conn.close()
+
+
+async def _autocheckpoint_of_writer(db) -> int:  # type: ignore[no-untyped-def]
+    value = await db.writer.run(
+        "read pragma", lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    )
+    return int(value)
+
+
+async def test_commits_reach_the_main_file_without_the_writer_checkpointing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cross.db"
+    options = DatabaseOptions(readers=1, checkpoint_interval=0.02)
+    async with open_database(path, domain="cross", options=options) as db:
+        # The writer checkpoints only past the backstop: 200 rows are far below it.
+        assert await _autocheckpoint_of_writer(db) == BACKSTOP_PAGES
+        for batch in range(20):
+            await db.writer.run("add", _add_conversations(batch * 10, 10))
+        with trio.fail_after(5):
+            await wait_until(lambda: _rows_in_main_file(path, tmp_path / "copy.db") == 200)
+
+
+async def test_without_an_interval_sqlite_checkpoints_in_the_commit_as_before(
+    tmp_path: Path,
+) -> None:
+    options = DatabaseOptions(readers=1, checkpoint_interval=None)
+    before = {t.ident for t in threading.enumerate()}
+    async with open_database(tmp_path / "cross.db", domain="cross", options=options) as db:
+        assert await _autocheckpoint_of_writer(db) == 1000  # SQLite's default
+        await db.writer.run("add", _add_conversations(0, 5))
+    assert {t.ident for t in threading.enumerate()} <= before | {None}
+
+
+async def test_an_idle_database_is_not_checkpointed_again_and_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real_checkpoint = checkpointer.checkpoint
+
+    def counting(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        calls.append(1)
+        return real_checkpoint(conn)
+
+    monkeypatch.setattr(checkpointer, "checkpoint", counting)
+    path = tmp_path / "cross.db"
+    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
+        pass  # creates and migrates the file
+    options = DatabaseOptions()
+    commits = 0
+    async with run_checkpointer(
+        lambda: connect(path, options), lambda: commits, name="test", interval=0.01
+    ):
+        await trio.sleep(0.1)
+        assert calls == []  # nothing committed: nothing to copy
+        commits = 1
+        with trio.fail_after(5):
+            await wait_until(lambda: bool(calls), step=0.01)
+        settled = len(calls)
+        await trio.sleep(0.1)
+        assert len(calls) == settled  # once per change of the commit count
+
+
+async def test_a_failing_checkpoint_is_logged_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[int] = []
+
+    def busy(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        attempts.append(1)
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(checkpointer, "checkpoint", busy)
+    path = tmp_path / "cross.db"
+    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
+        pass
+    commits = 0
+    async with run_checkpointer(
+        lambda: connect(path, DatabaseOptions()),
+        lambda: commits,
+        name="cross.db",
+        interval=0.01,
+    ):
+        commits = 1  # one change, and every failed round tries it again
+        with trio.fail_after(5):
+            await wait_until(lambda: len(attempts) >= 3, step=0.01)
+    assert "background checkpoint failed" in caplog.text
+
+
+async def test_the_checkpointer_thread_and_connection_end_with_the_database(
+    tmp_path: Path,
+) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    options = DatabaseOptions(readers=1, checkpoint_interval=0.01)
+    async with open_database(tmp_path / "cross.db", domain="cross", options=options) as db:
+        for batch in range(5):
+            await db.writer.run("add", _add_conversations(batch * 10, 10))
+            await trio.sleep(0.02)
+    # The checkpointer's thread is joined; the last connection closed, so SQLite removed
+    # the write-ahead log.
+    assert not (tmp_path / "cross.db-wal").exists()
+    leftover = {t for t in threading.enumerate() if t.ident not in before}
+    assert not [t for t in leftover if "checkpointer" in t.name]
+
+
+def test_the_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        DatabaseOptions(checkpoint_interval=0)
