@@ -131,6 +131,10 @@ class PersonalStore(Protocol):
     async def list_contacts(self, owner: int) -> list[ContactRow]:
         """``owner``'s contact rows in ascending peer order."""
 
+    async def accepted_contacts(self, owner: int) -> list[int]:
+        """The peers of ``owner``'s contacts in state ``accepted``, ascending (presence's
+        audience needs only these, not the rows)."""
+
     async def write_contacts(
         self,
         writes: Sequence[ContactWrite],
@@ -254,6 +258,10 @@ class CrossDomainStore(Protocol):
 
     async def memberships(self, user_id: int) -> list[Member]:
         """Every membership row of the user, departed ones included."""
+
+    async def membership_ids(self, user_id: int) -> list[str]:
+        """The conversation ids of ``memberships``, ascending (presence's audience needs only
+        these, not the rows)."""
 
     async def get_entry(self, conv_id: str, seq: int) -> Entry | None:
         """The ``message`` or ``system`` entry at ``seq``."""

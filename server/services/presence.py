@@ -22,16 +22,14 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 async def audience(ctx: Context, user_id: int) -> set[int]:
-    contacts = [
-        row.peer
-        for row in await ctx.stores.personal.list_contacts(user_id)
-        if row.state == "accepted"
-    ]
+    # Read at every connect and leave: the narrow reads (peer ids, conversation ids from an
+    # index), not the contact and membership rows.
+    contacts = await ctx.stores.personal.accepted_contacts(user_id)
     peers = []
     for store in ctx.stores.conversation_stores():
-        for member in await store.memberships(user_id):
-            if conversation_kind(member.conv_id) == "direct":
-                low, high = direct_participants(member.conv_id)
+        for conv_id in await store.membership_ids(user_id):
+            if conversation_kind(conv_id) == "direct":
+                low, high = direct_participants(conv_id)
                 peers.append(high if low == user_id else low)
     return policy.presence_audience(contacts=contacts, direct_peers=peers)
 

@@ -184,8 +184,10 @@ class MemoryCrossDomainStore:
 
     async def memberships(self, user_id: int) -> list[Member]:
         """Ascending by conversation id."""
-        conv_ids = sorted(self._conv_ids_of.get(user_id, ()))
-        return [self._members[conv_id][user_id] for conv_id in conv_ids]
+        return [self._members[conv_id][user_id] for conv_id in await self.membership_ids(user_id)]
+
+    async def membership_ids(self, user_id: int) -> list[str]:
+        return sorted(self._conv_ids_of.get(user_id, ()))
 
     async def get_entry(self, conv_id: str, seq: int) -> Entry | None:
         return self._entry_at(conv_id, seq)

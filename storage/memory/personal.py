@@ -213,6 +213,9 @@ class MemoryPersonalStore:
         rows = [row for (o, _), row in self._contacts.items() if o == owner]
         return sorted(rows, key=lambda row: row.peer)
 
+    async def accepted_contacts(self, owner: int) -> list[int]:
+        return [row.peer for row in await self.list_contacts(owner) if row.state == "accepted"]
+
     async def write_contacts(
         self,
         writes: Sequence[ContactWrite],

@@ -13,8 +13,6 @@ column lists and row mapping shared by both are in ``cross_rows.py``.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import sqlite3
 from collections.abc import Sequence
 
@@ -55,24 +53,26 @@ from storage.sqlite.database import Database
 #: Stands for "no upper bound" in seq ranges (SQLite integers are 64-bit).
 _NO_BOUND = 2**62
 
-# entries_for: the user's memberships in conversations changed after the position...
-_CHANGED_MEMBERSHIPS = """
-    SELECT m.conv_id, m.visible_from, m.left_seq, c.kind = 'group'
+# entries_for, one statement: the user's memberships in conversations changed after the
+# position, each conversation's entries after it in stream order (the (conv_id, stream) index),
+# those that pass the visibility rule of ``CrossDomainStore`` (the seq an entry shows, its own
+# or the one it names, lies in the member's window; ``read`` entries in a group are private to
+# their writer: in a single chat the peer's position is the receipt), the first ``limit`` by
+# stream. SQLite's ORDER BY ... LIMIT keeps only ``limit`` rows and leaves a conversation's
+# index range as soon as its next entry sorts after all of them, so the rows read stay about
+# the limit per changed conversation however long the histories behind them (this replaced a
+# cursor per conversation merged in Python: a statement per conversation, and the merge).
+_VISIBLE_ENTRIES_AFTER = f"""
+    SELECT {ENTRY_COLUMNS}
     FROM members AS m
     CROSS JOIN conversations AS c ON c.conv_id = m.conv_id
-    WHERE m.user_id = ? AND c.last_stream > ?
-"""
-# ...then, for each, its entries after the position in stream order (by the (conv_id, stream)
-# index, no sort) that pass the visibility rule of ``CrossDomainStore``: the seq an entry
-# shows (its own, or the one it names) lies in the member's window; ``read`` entries in a
-# group are private to their writer (in a single chat the peer's position is the receipt).
-_VISIBLE_ENTRIES_AFTER = f"""
-    SELECT {ENTRY_COLUMNS} FROM entries AS e
-    WHERE e.conv_id = :conv_id AND e.stream > :after
-      AND coalesce(e.seq, e.ref_seq) >= :visible_from
-      AND (:left_seq IS NULL OR coalesce(e.seq, e.ref_seq) <= :left_seq)
-      AND (e.kind != 'read' OR e.sender = :user_id OR NOT :is_group)
+    CROSS JOIN entries AS e ON e.conv_id = m.conv_id
+    WHERE m.user_id = :user_id AND c.last_stream > :after AND e.stream > :after
+      AND coalesce(e.seq, e.ref_seq) >= m.visible_from
+      AND (m.left_seq IS NULL OR coalesce(e.seq, e.ref_seq) <= m.left_seq)
+      AND (e.kind != 'read' OR e.sender = :user_id OR c.kind != 'group')
     ORDER BY e.stream
+    LIMIT :limit
 """
 
 _SUMMARY_ROWS = f"""
@@ -281,6 +281,16 @@ class SqliteCrossDomainStore:
 
         return await self._readers.run("memberships", memberships)
 
+    async def membership_ids(self, user_id: int) -> list[str]:
+        def membership_ids(conn: sqlite3.Connection) -> list[str]:
+            # From the members_by_user index alone (conv_id rides along as part of the key).
+            rows = conn.execute(
+                "SELECT conv_id FROM members WHERE user_id = ? ORDER BY conv_id", (user_id,)
+            )
+            return [conv_id for (conv_id,) in rows]
+
+        return await self._readers.run("membership_ids", membership_ids)
+
     async def get_entry(self, conv_id: str, seq: int) -> Entry | None:
         def get_entry(conn: sqlite3.Connection) -> Entry | None:
             # Only message and system entries have a seq of their own.
@@ -320,29 +330,10 @@ class SqliteCrossDomainStore:
             return []
 
         def entries_for(conn: sqlite3.Connection) -> list[Entry]:
-            memberships = conn.execute(_CHANGED_MEMBERSHIPS, (user_id, after)).fetchall()
-            # One lazy cursor per conversation, merged by stream: the rows read are about
-            # ``limit`` plus one per conversation, however long the histories behind them.
-            cursors = [
-                conn.execute(
-                    _VISIBLE_ENTRIES_AFTER,
-                    {
-                        "conv_id": conv_id,
-                        "after": after,
-                        "visible_from": visible_from,
-                        "left_seq": left_seq,
-                        "user_id": user_id,
-                        "is_group": is_group,
-                    },
-                )
-                for conv_id, visible_from, left_seq, is_group in memberships
-            ]
-            try:
-                merged = heapq.merge(*cursors, key=lambda row: row[0])
-                return [entry_of(row) for row in itertools.islice(merged, limit)]
-            finally:
-                for cursor in cursors:
-                    cursor.close()
+            rows = conn.execute(
+                _VISIBLE_ENTRIES_AFTER, {"user_id": user_id, "after": after, "limit": limit}
+            )
+            return [entry_of(row) for row in rows]
 
         return await self._readers.run("entries_for", entries_for)
 

@@ -316,6 +316,17 @@ class SqlitePersonalStore:
 
         return await self._readers.run("list_contacts", list_contacts)
 
+    async def accepted_contacts(self, owner: int) -> list[int]:
+        def accepted_contacts(conn: sqlite3.Connection) -> list[int]:
+            # The peers alone, from the (owner, peer) primary key: no rows to build.
+            rows = conn.execute(
+                "SELECT peer FROM contacts WHERE owner = ? AND state = 'accepted' ORDER BY peer",
+                (owner,),
+            )
+            return [peer for (peer,) in rows]
+
+        return await self._readers.run("accepted_contacts", accepted_contacts)
+
     async def write_contacts(
         self,
         writes: Sequence[ContactWrite],

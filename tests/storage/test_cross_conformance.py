@@ -577,6 +577,8 @@ async def test_memberships_include_every_conversation_and_departed_rows(stores: 
         ("g:2", 2),
     ]
     assert await stores.cross.memberships(99) == []
+    assert await stores.cross.membership_ids(2) == [m.conv_id for m in rows]
+    assert await stores.cross.membership_ids(99) == []
 
 
 # --- recall (M4) ------------------------------------------------------------------------------
@@ -800,6 +802,39 @@ async def test_entries_for_pages_by_stream_across_conversations(stores: Stores) 
     assert {e.conv_id for e in everything} == {GROUP, DIRECT}
     assert await stores.cross.entries_for(1, after=streams[2], limit=2) == everything[3:5]
     assert await stores.cross.entries_for(1, after=streams[-1], limit=10) == []
+
+
+async def test_entries_for_pages_interleaved_conversations_with_their_own_visibility(
+    stores: Stores,
+) -> None:
+    """Every page size gives the same entries once each, in stream order: a conversation
+    the user left stops at the removal, another's reads of a group stay hidden, the single
+    chat's read entries show."""
+    await create_group(stores.cross, members=(1, 2, 3))
+    await create_group(stores.cross, members=(1, 3), conv_id="g:2")
+    await create_direct(stores.cross)
+    for round_ in range(4):
+        await send(stores.cross, 2, conv_id=GROUP)
+        await send(stores.cross, 3, conv_id="g:2")
+        await send(stores.cross, 2, conv_id=DIRECT)
+        await stores.cross.mark_read(conv_id=GROUP, user_id=3, seq=round_ + 2, now=NOW)
+        await stores.cross.mark_read(conv_id=DIRECT, user_id=1, seq=round_ + 2, now=NOW)
+        if round_ == 1:
+            await change_members(stores.cross, remove(1), conv_id="g:2")
+    everything = await stores.cross.entries_for(1, after=0, limit=1000)
+
+    assert [e.stream for e in everything] == sorted({e.stream for e in everything})
+    assert not [e for e in everything if e.kind == "read" and e.conv_id == GROUP]
+    assert [e.seq for e in everything if e.conv_id == "g:2"] == [1, 2, 3, 4]  # left at 4
+    assert [e.kind for e in everything if e.conv_id == DIRECT].count("read") == 4
+    for limit in (1, 2, 3, 5, 8):
+        pages: list[Entry] = []
+        after = 0
+        while page := await stores.cross.entries_for(1, after=after, limit=limit):
+            assert len(page) <= limit
+            pages += page
+            after = page[-1].stream
+        assert pages == everything
 
 
 # --- summaries -------------------------------------------------------------------------------

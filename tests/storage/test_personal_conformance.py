@@ -378,6 +378,22 @@ async def test_list_contacts_returns_the_owners_rows_in_ascending_peer_order(
     assert {r.owner for r in rows} == {1}
 
 
+async def test_accepted_contacts_are_the_peers_in_state_accepted_ascending(
+    stores: Stores,
+) -> None:
+    await stores.personal.write_contacts(
+        [contact(1, 9, "accepted"), contact(1, 3, "blocked"), contact(2, 1, "accepted")],
+        now=NOW,
+    )
+    await stores.personal.write_contacts(
+        [contact(1, 5, "requested"), contact(1, 4, "accepted")], now=NOW
+    )
+
+    assert await stores.personal.accepted_contacts(1) == [4, 9]
+    assert await stores.personal.accepted_contacts(2) == [1]
+    assert await stores.personal.accepted_contacts(7) == []
+
+
 async def test_write_contacts_resend_with_same_key_returns_the_same_changes_and_writes_nothing(
     stores: Stores,
 ) -> None:
