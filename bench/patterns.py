@@ -269,7 +269,7 @@ def _timeout(load: Load) -> float:
     return 600.0
 
 
-def _load_cpus(ctx: RunContext) -> int:
+def load_cpus_of(ctx: RunContext) -> int:
     return len(ctx.cpu_plan.load) if ctx.cpu_plan.load else len(os.sched_getaffinity(0))
 
 
@@ -355,7 +355,7 @@ def request_reply(
         params={**load.as_json(), "workload": workload, "path": path},
         server=server.as_json(),
         series=_series(sent, received, win, cpu),
-        notes=_notes(figures, _load_cpus(ctx), _limit(load)),
+        notes=_notes(figures, load_cpus_of(ctx), _limit(load)),
     )
 
 
@@ -463,7 +463,7 @@ def fan_out(
     figures["server_cpu_us_per_publish"] = (
         None if cpu_s is None or not publishes else round(cpu_s * 1e6 / publishes, 2)
     )
-    notes = _notes(figures, _load_cpus(ctx), _limit(load))
+    notes = _notes(figures, load_cpus_of(ctx), _limit(load))
     stalled = bool(published.get("stalled"))
     if stalled:
         notes.append(f"the publisher stopped: a message was not delivered within {DRAIN_TIMEOUT} s")
@@ -585,5 +585,5 @@ def connect_storm(
             "latency": stats.time_series(done, handshake, start, STORM_BUCKET_S),
             "server_cpu": [],
         },
-        notes=_notes(figures, _load_cpus(ctx), "the handshakes in flight"),
+        notes=_notes(figures, load_cpus_of(ctx), "the handshakes in flight"),
     )

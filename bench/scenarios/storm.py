@@ -39,7 +39,7 @@ from bench import stats
 from bench.context import CaseResult, Figure, Options, RunContext
 from bench.harness import CpuSnapshot, ServerError, free_port, start_server
 from bench.loadgen import LoadRun, WorkerSpec
-from bench.patterns import START_DELAY_NS, split
+from bench.patterns import BUSY_THRESHOLD, START_DELAY_NS, load_cpus_of, split
 from bench.rivet_server import read_users, rivet_spec, template_for
 from bench.scenarios import Case, register
 from bench.scenarios._rivet import PAYLOAD_SIZE, bare_accept
@@ -173,6 +173,7 @@ def _rivet(ctx: RunContext) -> CaseResult:
     if before.server_s is not None and after.server_s is not None:
         cpu = after.server_s - before.server_s
     elapsed = max(after.t_ns - before.t_ns, 1) / 1e9
+    load_s = after.load_s - before.load_s
     other = max(
         (after.system_busy_s - before.system_busy_s)
         - (after.load_s - before.load_s)
@@ -193,6 +194,10 @@ def _rivet(ctx: RunContext) -> CaseResult:
         "server_cpu_util": None if cpu is None else round(cpu / storm_s, 3),
         "server_cpu_us_per_unit": None if cpu is None or not done else round(cpu * 1e6 / done, 2),
         "server_peak_rss_mib": None if memory is None else round(memory["VmHWM"] / 1024, 1),
+        # The devices are SDK clients on the load CPUs: when they are the busy side, the
+        # storm's time is the load generator's as much as the server's.
+        "load_cpu_util": round(load_s / elapsed, 3),
+        "load_cpu_us_per_unit": None if not done else round(load_s * 1e6 / done, 2),
         "other_cpu_util": round(other / elapsed, 3),
     }
     correctness: dict[str, object] = {
@@ -216,6 +221,12 @@ def _rivet(ctx: RunContext) -> CaseResult:
         and correctness["lost"] == correctness["duplicated"] == correctness["unexpected"] == 0
     )
     notes = []
+    load_cpus = load_cpus_of(ctx)
+    if load_s / elapsed >= BUSY_THRESHOLD * load_cpus:
+        notes.append(
+            f"the load generator kept its {load_cpus} CPU {load_s / elapsed:.0%} busy: "
+            "the storm's time is bounded by the devices' own work as much as by the server"
+        )
     if figures["other_cpu_util"] and float(figures["other_cpu_util"]) >= 0.1:
         notes.append(
             f"other processes used {figures['other_cpu_util']:.2f} CPUs during the storm: "
