@@ -10,6 +10,7 @@ A conversation the caller cannot see is reported exactly like one that does not 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,6 +81,14 @@ def not_found() -> ProtocolError:
 def direct_peer(caller: int, conv_id: str) -> int:
     """The other participant of a single chat id the caller is part of (the caller for chat
     with oneself). Any other id, or a non-canonical one, is not found."""
+    return _direct_peer(caller, conv_id)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _direct_peer(caller: int, conv_id: str) -> int:
+    # Memoised: a pure function of the two arguments (it parses the id and rebuilds the
+    # canonical one), asked twice per message sent (the send's checks and O1/O3's). Only
+    # answers are kept; a refusal raises, is not cached, and is decided afresh every time.
     kind = conversation_kind(conv_id)
     if kind == "group":
         raise ValueError("not a single chat")

@@ -58,9 +58,12 @@ class PushQueue:
         self.pushed = 0
 
     def offer(self, entry: Entry, recipients: Iterable[int]) -> None:
-        # Every recipient but the sender: a user online on one device may have others
-        # offline, and each offline device gets its push (checked per device below).
-        users = tuple(u for u in recipients if u != entry.sender)
+        # Every recipient but the sender who may need a push: a user online on one device
+        # may have others offline, and each offline device gets its push (checked per device
+        # in ``_push_user``). The usual message, to a user whose every device is online here,
+        # is settled now from the cached facts and wakes nothing.
+        now = trio.current_time()
+        users = tuple(u for u in recipients if u != entry.sender and self._may_push(entry, u, now))
         if not users:
             return
         try:
@@ -74,6 +77,22 @@ class PushQueue:
             now = trio.current_time()
             for user_id in users:
                 await self._push_user(entry, user_id, now)
+
+    def _may_push(self, entry: Entry, user_id: int, now: float) -> bool:
+        """False only when ``_push_user`` would push nothing, judged from facts it would use
+        itself: the user is online here and the cached settings and devices (still fresh)
+        say no device of theirs is both offline and due a push. Unknown or expired facts,
+        or a user not online here, go to the task, which reads them."""
+        if not self._hub.is_online(user_id):
+            return True
+        known = self._known.get(user_id)
+        if known is None or known[0] <= now:
+            return True
+        settings, devices = known[1], known[2]
+        if not settings.notifications or entry.conv_id in settings.muted_conversations:
+            return False
+        online = self._hub.online_devices(user_id)
+        return any(device_id not in online for device_id in devices)
 
     def forget(self, user_id: int) -> None:
         """``user_id``'s settings or devices changed: read them afresh next time."""

@@ -224,7 +224,8 @@ class Router:
         self.requests += 1
         METRICS.requests.inc()
         # C2: every frame is charged before it is decoded (empty and garbage frames too).
-        refusal = self.throttle.admit_frame(conn.conn_id, conn.user_id, trio.current_time())
+        now = trio.current_time()  # one reading for both charges of this frame
+        refusal = self.throttle.admit_frame(conn.conn_id, conn.user_id, now)
         if refusal is not None:
             self._refuse(conn, refusal, codec.request_id_of(frame))
             return
@@ -239,7 +240,7 @@ class Router:
                 conn.close_soon(CloseCode.PROTOCOL_VIOLATION, "the first frame must be hello")
             return
         conn.bad_frames = 0
-        if not self._admit(conn, request):
+        if not self._admit(conn, request, now):
             return
         try:
             result = await HANDLERS[type(request)](self.ctx, conn, request)
@@ -262,7 +263,7 @@ class Router:
             return
         conn.reply_nowait(codec.encode_ok(request.rid, result))
 
-    def _admit(self, conn: Connection, request: rq.Request) -> bool:
+    def _admit(self, conn: Connection, request: rq.Request, now: float) -> bool:
         """Handshake order and rate limits (C2)."""
         if not conn.hello_done and not isinstance(request, rq.Hello):
             self._reply_error(
@@ -274,9 +275,7 @@ class Router:
             self._reply_error(conn, ProtocolError(ErrorCode.NOT_AUTHENTICATED), request.rid)
             conn.close_soon(CloseCode.PROTOCOL_VIOLATION, "authenticate first")
             return False
-        refusal = self.throttle.admit_op(
-            conn.conn_id, conn.user_id, _op_name(request), trio.current_time()
-        )
+        refusal = self.throttle.admit_op(conn.conn_id, conn.user_id, _op_name(request), now)
         if refusal is not None:
             self._refuse(conn, refusal, request.rid)
             return False

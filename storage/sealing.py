@@ -445,18 +445,19 @@ class SealedCrossDomainStore(_PassThrough):
         return [await self._open(entry) for entry in entries]
 
     async def append(self, entry: NewEntry) -> Appended:
-        stored = entry
+        # The sealed body and the keyed fingerprint go into one copy of the entry (each
+        # ``replace`` copies every field; this runs once per message sent).
+        changes: dict[str, Any] = {}
         if entry.kind == "message":
-            body = await self._keys.seal(
+            changes["body"] = await self._keys.seal(
                 self._owner_of(entry.conv_id, entry.sender),
                 entry.body,
                 message_ad(entry.conv_id, entry.sender, entry.ts, entry.cmid),
             )
-            stored = replace(stored, body=body)
         if entry.idempotency is not None:
             keyed = self._keys.fingerprint(entry.idempotency.fingerprint)
-            stored = replace(stored, idempotency=replace(entry.idempotency, fingerprint=keyed))
-        appended = await self._inner.append(stored)
+            changes["idempotency"] = replace(entry.idempotency, fingerprint=keyed)
+        appended = await self._inner.append(replace(entry, **changes) if changes else entry)
         if appended.duplicate:
             return replace(appended, entry=await self._open(appended.entry))
         return replace(appended, entry=replace(appended.entry, body=entry.body))

@@ -68,7 +68,8 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
         if not appended.duplicate:
             members = await ctx.members.member_ids(req.conv)
             recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
-            ctx.publish_entry(entry, recipients, message_event(entry))
+            # The event carries the request's content: the body was encoded from it.
+            ctx.publish_entry(entry, recipients, message_event(entry, content=req.content))
             ctx.pushes.offer(entry, recipients)
             if new_entry.effects:
                 ctx.outbox.kick()

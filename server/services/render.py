@@ -35,11 +35,14 @@ def fingerprint(*parts: bytes | str) -> bytes:
     return digest.digest()
 
 
-def message_event(entry: Entry) -> MessageEvent:
-    """A ``message`` or ``system`` entry as the event clients see."""
-    content = None
+def message_event(entry: Entry, *, content: Content | None = None) -> MessageEvent:
+    """A ``message`` or ``system`` entry as the event clients see. ``content``: what the
+    entry's body encodes (``content_body``), when the caller still has it: a message just
+    sent, whose body need not be decoded again."""
     system = None
-    if entry.body is not None and not entry.recalled:
+    if content is not None:
+        assert entry.kind == "message" and not entry.recalled
+    elif entry.body is not None and not entry.recalled:
         if entry.kind == "system":
             system = _system_decoder.decode(entry.body)
         else:
