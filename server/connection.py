@@ -21,10 +21,12 @@ needed, so an idle connection holds neither.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -34,6 +36,10 @@ from server.fastwrite import FrameWriter
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+
+#: Put into trio-websocket's message channel by ``Connection.wake_reader``: the gateway's
+#: reader takes it instead of a message and checks whether it should stop reading.
+READ_WAKE: Final = object()
 
 
 @dataclass(slots=True)
@@ -87,9 +93,6 @@ class Connection:
     _finished: bool = False
     #: Set when the writer has sent everything queued (``wait_sent``).
     _done: trio.Event | None = None
-    #: Covers only the wait for the next frame, so shutdown can stop reading without
-    #: cancelling a request in flight.
-    read_scope: trio.CancelScope | None = None
 
     def __post_init__(self) -> None:
         self._direct = FrameWriter.for_ws(self.ws)
@@ -159,8 +162,9 @@ class Connection:
 
     async def wait_send_room(self) -> None:
         """Wait until the queue holds at most ``queue_bytes`` bytes (the gateway calls it
-        before reading the next request)."""
-        while self.queued_bytes > self.queue_bytes:
+        before reading the next request), or until ``wake_reader`` is called: the room
+        event is set only once there is room (``_sent``) or by ``wake_reader``."""
+        if self.queued_bytes > self.queue_bytes:
             if self._room is None or self._room.is_set():
                 self._room = trio.Event()
             await self._room.wait()
@@ -193,9 +197,24 @@ class Connection:
             self.stop_writer()
 
     def wake_reader(self) -> None:
-        """Stop waiting for the next frame (used by shutdown); a request being handled goes on."""
-        if self.read_scope is not None:
-            self.read_scope.cancel()
+        """End the gateway reader's wait for the next frame or for room in the queue (used
+        by shutdown and ``close_soon``); a request being handled goes on. Whoever calls it
+        has first set what makes the reader stop (the gateway's drain flag, or
+        ``close_request``): the reader checks those before every wait.
+
+        No cancel scope: an idle connection holding one per read costs ~0.7 KiB. The wait
+        for the next frame is trio-websocket's message channel, so ``READ_WAKE`` is put
+        into that channel (``WebSocketConnection._send_channel``, pinned by
+        ``tests/server/test_gateway_read.py``). If the channel is full a message is waiting
+        and the reader is not blocked on it; if it is closed, the reader finds it closed."""
+        if self._room is not None:
+            self._room.set()
+        channel = getattr(self.ws, "_send_channel", None)
+        if channel is not None:
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
+                channel.send_nowait(READ_WAKE)
 
     def bind(self, scope: trio.CancelScope, nursery: trio.Nursery | None) -> None:
         """The reader's scope, which ``close_soon`` without flush cancels, and the nursery

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from protocol.errors import CloseCode
 from server.admission import refuse_upgrade
-from server.connection import Connection
+from server.connection import READ_WAKE, Connection
 from server.context import Context
 from server.fastwrite import release_handshake
 from server.heartbeat import Heartbeat
@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 
 #: How long closing a socket may take before we drop it.
 CLOSE_TIMEOUT = 2.0
-
-
-def _message_waiting(ws: WebSocketConnection) -> bool:
-    """Whether trio-websocket's reader task has a whole message queued for ``get_message``
-    (its ``_recv_channel``, pinned by ``tests/server/test_gateway_read.py``)."""
-    return ws._recv_channel.statistics().current_buffer_used > 0
 
 
 class Gateway:
@@ -72,7 +66,11 @@ class Gateway:
                 self._tasks = None
 
     async def handle(self, request: WebSocketRequest) -> None:
-        """trio-websocket's handler: one call per client, for the connection's lifetime."""
+        """trio-websocket's handler: one call per client, for the connection's lifetime.
+
+        The read loop is written out here rather than in helpers: an idle connection waits
+        in this frame, and each coroutine between it and the wait would be held for the
+        connection's life (~250 B each)."""
         config = self.ctx.config
         refusal = refuse_upgrade(
             path=request.path,
@@ -95,28 +93,27 @@ class Gateway:
         self._connections.add(conn)
         self.heartbeat.add(conn)
         try:
-            await self._serve(conn)
-        finally:
-            self.heartbeat.discard(conn)
-            self._connections.discard(conn)
-            if self._draining and not self._connections:
-                self._all_closed.set()
-            self.router.forget(conn)
-            self.ctx.org_feeds.forget(conn)
-            await self._leave(conn)
-            await self._close(ws, conn)
-
-    async def _serve(self, conn: Connection) -> None:
-        if self._tasks is None:
-            raise RuntimeError("the gateway is not running (Gateway.run)")
-        try:
+            if self._tasks is None:
+                raise RuntimeError("the gateway is not running (Gateway.run)")
             with trio.CancelScope() as scope:
+                # What close_soon without flush cancels, even mid-request.
                 conn.bind(scope, self._tasks)
                 if await self._handshake(conn) and self._within_user_limit(conn):
                     if self.ctx.hub.attach(conn):
                         await presence.announce(self.ctx, conn.user_id or 0, online=True)
-                    while await self._read_one(conn):
-                        pass
+                    # ``_read_frame``, written out (see above) for the connection's life.
+                    while not (self._draining or conn.close_request is not None):
+                        try:
+                            if conn.queued_bytes > conn.queue_bytes:
+                                # Backpressure on replies: no next request while the queue
+                                # is over its bound (drain and close_soon end the wait too).
+                                await conn.wait_send_room()
+                                continue
+                            message = await ws._recv_channel.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            break  # the peer left, or the socket is closing
+                        if message is not READ_WAKE and not await self._handle(conn, message):
+                            break
                 # Reading stopped (closing, drain, or the peer left): queued replies go out
                 # first.
                 conn.finish_sending()
@@ -128,12 +125,21 @@ class Gateway:
             conn.stop_writer()
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await conn.wait_sent()
+            self.heartbeat.discard(conn)
+            self._connections.discard(conn)
+            if self._draining and not self._connections:
+                self._all_closed.set()
+            self.router.forget(conn)
+            self.ctx.org_feeds.forget(conn)
+            await self._leave(conn)
+            await self._close(ws, conn)
 
     async def _handshake(self, conn: Connection) -> bool:
         """Read frames until the connection authenticates, within the deadline."""
         with trio.move_on_after(self.ctx.config.handshake_deadline):
             while not conn.authenticated:
-                if not await self._read_one(conn):
+                message = await self._read_frame(conn)
+                if message is None or not await self._handle(conn, message):
                     return False
             return True
         conn.close_soon(CloseCode.HANDSHAKE_TIMEOUT, "authenticate in time")
@@ -149,37 +155,35 @@ class Gateway:
         conn.close_soon(CloseCode.TOO_MANY_CONNECTIONS, f"at most {limit} connections per user")
         return False
 
-    async def _read_one(self, conn: Connection) -> bool:
-        """Read and handle one frame. False when the connection should stop reading."""
-        if self._draining or conn.close_request is not None:
-            return False
-        if conn.queued_bytes <= conn.queue_bytes and _message_waiting(conn.ws):
-            # Under load the next frame is usually waiting already: taking it does not wait,
-            # so there is nothing for shutdown to interrupt and no cancel scope to pay for.
+    async def _read_frame(self, conn: Connection) -> str | bytes | None:
+        """The next frame, or None when the connection should stop reading: drain, a close
+        requested, or the peer gone. Used while authenticating; ``handle`` has the same
+        loop written out for the connection's life.
+
+        It waits without a cancel scope, so that shutdown stops reading without cancelling
+        a request in flight: drain and ``close_soon`` wake the wait
+        (``Connection.wake_reader``: ``READ_WAKE`` in trio-websocket's message channel,
+        ``_recv_channel``, the one ``get_message`` takes from; both pinned by
+        ``tests/server/test_gateway_read.py``), and the reader checks why before every wait.
+        """
+        while not (self._draining or conn.close_request is not None):
             try:
-                message = await conn.ws.get_message()
-            except ConnectionClosed:
-                return False
-            return await self._handle(conn, message)
-        with trio.CancelScope() as reading:
-            conn.read_scope = reading
-            try:
-                # Backpressure on replies: no next request while the queue is over its bound.
-                await conn.wait_send_room()
-                message = await conn.ws.get_message()
-            except ConnectionClosed:
-                return False
-            finally:
-                conn.read_scope = None
-        if reading.cancelled_caught:
-            return False
-        return await self._handle(conn, message)
+                if conn.queued_bytes > conn.queue_bytes:
+                    await conn.wait_send_room()
+                    continue
+                message = await conn.ws._recv_channel.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            if message is not READ_WAKE:
+                return message
+        return None
 
     async def _handle(self, conn: Connection, message: str | bytes) -> bool:
         if isinstance(message, str):
             conn.close_soon(CloseCode.UNSUPPORTED_DATA, "binary frames only")
             return False
-        # Drain only cancels the wait above: a request in flight finishes and is replied to.
+        # Drain only ends the wait for the next frame: a request in flight finishes and is
+        # replied to.
         await self.router.handle_frame(conn, message)
         return conn.close_request is None
 

@@ -17,7 +17,12 @@ from server.metrics import METRICS
 class Hub:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._by_user: dict[int, set[Connection]] = {}
+        #: A user's connections here: most users have one, kept as it is (a set of one is
+        #: ~0.25 KiB more per idle connection); a set once there are more.
+        self._by_user: dict[int, Connection | set[Connection]] = {}
+        #: One bound method for every subscription (one per ``subscribe`` would be made
+        #: anew for each user).
+        self._deliver = self._on_bus_message
         #: Connections showing a user's presence (explicit subscriptions, for groups).
         self._watchers: dict[int, set[Connection]] = {}
         #: Called with every connection that goes away (e.g. live streams drop it).
@@ -33,10 +38,13 @@ class Hub:
         assert user_id is not None
         connections = self._by_user.get(user_id)
         if connections is None:
-            self._by_user[user_id] = {connection}
-            self._bus.subscribe(user_id, self._on_bus_message)
+            self._by_user[user_id] = connection
+            self._bus.subscribe(user_id, self._deliver)
             return True
-        connections.add(connection)
+        if isinstance(connections, set):
+            connections.add(connection)
+        elif connections is not connection:
+            self._by_user[user_id] = {connections, connection}
         return False
 
     def detach(self, connection: Connection) -> bool:
@@ -48,17 +56,33 @@ class Hub:
         if user_id is None:
             return False
         connections = self._by_user.get(user_id)
-        if connections is None or connection not in connections:
+        if connections is None:
             return False
-        connections.discard(connection)
-        if connections:
+        if isinstance(connections, set):
+            if connection not in connections:
+                return False
+            connections.discard(connection)
+            if connections:
+                if len(connections) == 1:
+                    (self._by_user[user_id],) = connections
+                return False
+        elif connections is not connection:
             return False
         del self._by_user[user_id]
-        self._bus.unsubscribe(user_id, self._on_bus_message)
+        self._bus.unsubscribe(user_id, self._deliver)
         return True
 
-    def _on_bus_message(self, user_id: int, message: BusMessage) -> None:
+    def _of(self, user_id: int) -> tuple[Connection, ...] | set[Connection]:
+        """The user's connections here, to iterate (empty if none)."""
         connections = self._by_user.get(user_id)
+        if connections is None:
+            return ()
+        if isinstance(connections, set):
+            return connections
+        return (connections,)
+
+    def _on_bus_message(self, user_id: int, message: BusMessage) -> None:
+        connections = self._of(user_id)
         if not connections:
             return
         if isinstance(message, Deliver):
@@ -74,16 +98,16 @@ class Hub:
         return user_id in self._by_user
 
     def online_devices(self, user_id: int) -> set[int]:
-        return {c.device_id for c in self._by_user.get(user_id, ()) if c.device_id is not None}
+        return {c.device_id for c in self._of(user_id) if c.device_id is not None}
 
     def connections(self) -> Iterator[Connection]:
-        for connections in list(self._by_user.values()):
-            yield from list(connections)
+        for user_id in list(self._by_user):
+            yield from list(self._of(user_id))
 
     def connection_count(self, user_id: int | None = None) -> int:
         if user_id is not None:
-            return len(self._by_user.get(user_id, ()))
-        return sum(len(c) for c in self._by_user.values())
+            return len(self._of(user_id))
+        return sum(len(c) if isinstance(c, set) else 1 for c in self._by_user.values())
 
     # presence subscriptions (ephemeral, local to this process)
 

@@ -109,3 +109,45 @@ async def test_a_failing_ping_ends_only_its_connection(autojump_clock: object) -
     assert broken_conn.close_request is not None
     assert broken_conn.close_request.code == CloseCode.INTERNAL_ERROR
     assert alive.pings == 2
+
+
+async def test_connections_added_close_together_share_a_place_in_the_queue(
+    autojump_clock: object,
+) -> None:
+    heartbeat = _heartbeat()
+    peers = [_Peer() for _ in range(20)]
+    conns = [_conn(peer) for peer in peers]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(heartbeat.run)
+        for conn in conns[:10]:
+            heartbeat.add(conn)
+            await trio.sleep(0.01)
+        await trio.sleep(INTERVAL / 2)
+        for conn in conns[10:]:
+            heartbeat.add(conn)
+        assert len(heartbeat._queue) == 2  # one entry per burst, not per connection
+        heartbeat.discard(conns[0])
+        # Not pinged before one interval less the slack and the sweep's own horizon.
+        await trio.sleep(INTERVAL / 2 - heartbeat._slack - 1.0 - 0.2)
+        assert all(peer.pings == 0 for peer in peers)
+        await trio.sleep(INTERVAL * 2)
+        nursery.cancel_scope.cancel()
+    assert peers[0].pings == 0
+    assert all(peer.pings == 2 for peer in peers[1:10])
+    assert all(peer.pings in (2, 3) for peer in peers[10:])
+    assert all(conn.close_request is None for conn in conns)
+
+
+async def test_discarded_connections_do_not_pile_up_in_the_queue(autojump_clock: object) -> None:
+    heartbeat = _heartbeat()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(heartbeat.run)
+        kept = _conn(_Peer())
+        heartbeat.add(kept)
+        for _ in range(500):
+            conn = _conn(_Peer())
+            heartbeat.add(conn)
+            heartbeat.discard(conn)
+        assert heartbeat._queued <= 2 * len(heartbeat) + 64 + 1
+        assert len(heartbeat) == 1
+        nursery.cancel_scope.cancel()
