@@ -156,7 +156,15 @@ class _Got:
         self.duplicated = 0
         self.live = 0
         self.live_latency = array("q")
-        self.changed = trio.Event()
+        self._changed: trio.Event | None = None
+
+    @property
+    def changed(self) -> trio.Event:
+        """Set at the next message taken. Made when first waited for: most messages (every
+        one of a catch-up) have no waiter, and a ``trio.Event`` each was made for nothing."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
 
     def take(self, event: object, *, live: bool) -> None:
         if not isinstance(event, MessageEvent):
@@ -171,8 +179,9 @@ class _Got:
             self.live += 1
             if event.content is not None:
                 self.live_latency.append(now - int(event.content.text.split(" ", 1)[0]))
-        self.changed.set()
-        self.changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def count(self) -> int:
         return len(self.seen)
@@ -199,19 +208,18 @@ async def _pages(client: RivetClient, got: _Got, latency: array[int]) -> int:
     """``RivetClient.catch_up``, page by page (the same requests and de-duplication), with
     each page's round trip recorded. Returns the pages read."""
     state = client.state
-    first = True
     pages = 0
     while True:
         began = time.monotonic_ns()
+        token = state.sync_token
         page: replies.SyncPage = await client.request(
-            rq.Sync(rid=0, token=state.sync_token, summary=first, limit=PAGE)
+            rq.Sync(rid=0, token=token, summary=token is None, limit=PAGE)
         )
         latency.append(time.monotonic_ns() - began)
         pages += 1
-        if state.sync_token is None:
+        if token is None:
             for item in page.summaries:
                 state.dedup.start_at(item.conv, item.last_seq)
-        first = False
         for event in page.events:
             if state.dedup.accept(event):
                 got.take(event, live=False)

@@ -169,19 +169,22 @@ class RivetClient:
     async def catch_up(self, *, page: int = 500) -> list[SyncEvent]:
         """Sync from the stored token until current, resend what was unacknowledged, and
         acknowledge the new token. Returns the events not seen before, in stream order."""
+        state = self.state
+        accept = state.dedup.accept
         fresh: list[SyncEvent] = []
-        first = True
         while True:
+            # Summaries only for a new device (the server sends them without a token
+            # anyway): with a token they would only be computed, sent and dropped.
+            token = state.sync_token
             result: replies.SyncPage = await self.conn.request(
-                rq.Sync(rid=0, token=self.state.sync_token, summary=first, limit=page)
+                rq.Sync(rid=0, token=token, summary=token is None, limit=page)
             )
-            if self.state.sync_token is None:
+            if token is None:
                 # A new device starts from the summary: what came before is history.
                 for item in result.summaries:
-                    self.state.dedup.start_at(item.conv, item.last_seq)
-            first = False
-            fresh.extend(e for e in result.events if self.state.dedup.accept(e))
-            self.state.sync_token = result.token
+                    state.dedup.start_at(item.conv, item.last_seq)
+            fresh.extend([e for e in result.events if accept(e)])
+            state.sync_token = result.token
             if not result.more:
                 break
         await self.resend_unacked()

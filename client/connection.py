@@ -13,7 +13,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client.transport import open_websocket
+from client.transport import close_websocket, connect_websocket
 from protocol import codec
 from protocol.catalog import RESULT_TYPES, AnyEvent
 from protocol.replies import Error
@@ -63,6 +63,22 @@ class ConnectionLost(RivetError):
         self.close_code = close_code
 
 
+#: What ``_read`` matches to a request (a tuple: ``isinstance`` with ``A | B`` builds a union
+#: object on every frame).
+_REPLIES = (codec.OkFrame, Error)
+#: One decoder per result type, made on first use: ``msgspec.msgpack.decode(type=...)``
+#: looks the type up and sets a decoder up again on every call.
+_result_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decode_result(raw: msgspec.Raw, result_type: type[R]) -> R:
+    decoder = _result_decoders.get(result_type)
+    if decoder is None:
+        decoder = _result_decoders[result_type] = msgspec.msgpack.Decoder(result_type)
+    result: R = decoder.decode(raw)
+    return result
+
+
 class _Pending:
     __slots__ = ("done", "frame", "result_type")
 
@@ -81,6 +97,9 @@ class RivetConnection:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.closed = trio.Event()
+        # Set when we close it ourselves: the close our own ``aclose`` caused is not a close
+        # by the server, so ``close_code`` keeps what it was (see ``open``).
+        self._closing = False
 
     @classmethod
     @asynccontextmanager
@@ -88,19 +107,30 @@ class RivetConnection:
         cls, url: str, *, max_events: int = 100_000, ssl_context: ssl.SSLContext | None = None
     ) -> AsyncIterator[RivetConnection]:
         """Connect (``ssl_context`` for ``wss://``). Errors come out as themselves (a
-        ``RivetError`` for a refusal), not wrapped in the exception groups of the nurseries
+        ``RivetError`` for a refusal), not wrapped in the exception groups of the nursery
         inside."""
+        # One nursery holds both readers, trio-websocket's and ours (``_read``): a second
+        # nursery per connection (``open_websocket``'s) is measurable in a reconnect storm.
         try:
-            async with open_websocket(url, ssl_context=ssl_context) as ws:
+            async with trio.open_nursery() as nursery:
+                ws = await connect_websocket(nursery, url, ssl_context=ssl_context)
                 conn = cls(ws, max_events=max_events)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn._read)
+                nursery.start_soon(conn._read)
+                try:
+                    yield conn
+                finally:
+                    # Closed while ``_read`` still runs (it ends by itself once the socket
+                    # is closed); ``_closing`` keeps it from taking our close for the
+                    # server's, as when it was cancelled before the close.
+                    conn._closing = True
                     try:
-                        yield conn
+                        await close_websocket(ws)
                     finally:
                         nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            error = _single(group)
+            # Its own cause kept (a ``HandshakeError`` names the ``OSError``), not the group.
+            raise error from error.__cause__
 
     async def request(self, request: Request) -> Any:
         """Send ``request`` (its ``rid`` is replaced) and return the typed result."""
@@ -122,7 +152,7 @@ class RivetConnection:
             self._pending.pop(rid, None)
         frame = pending.frame
         if isinstance(frame, codec.OkFrame):
-            return codec.decode_result(frame.result, pending.result_type)
+            return _decode_result(frame.result, pending.result_type)
         if isinstance(frame, Error):
             raise RivetError.from_reply(frame)
         assert isinstance(frame, ConnectionLost)
@@ -142,7 +172,7 @@ class RivetConnection:
                 if isinstance(data, str):
                     continue
                 frame = codec.decode_server_frame(data)
-                if isinstance(frame, codec.OkFrame | Error):
+                if isinstance(frame, _REPLIES):
                     rid = frame.rid
                     pending = self._pending.get(rid) if rid is not None else None
                     if pending is not None:
@@ -154,7 +184,7 @@ class RivetConnection:
                     continue
                 await self._events_in.send(frame)
         except ConnectionClosed as closed:
-            if closed.reason is not None:
+            if closed.reason is not None and not self._closing:
                 self.close_code = closed.reason.code
                 self.close_reason = closed.reason.reason
         finally:

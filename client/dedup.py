@@ -23,19 +23,33 @@ from protocol.events import (
 from protocol.ids import conversation_org
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seqs:
     floor: int = 0
     above: set[int] = field(default_factory=set)
 
     def add(self, seq: int) -> bool:
-        if seq <= self.floor or seq in self.above:
+        floor = self.floor
+        if seq <= floor:
             return False
-        self.above.add(seq)
-        while self.floor + 1 in self.above:
-            self.floor += 1
-            self.above.discard(self.floor)
+        above = self.above
+        if seq == floor + 1 and not above:
+            # In order with nothing seen above: the usual case, no set to touch.
+            self.floor = seq
+            return True
+        if seq in above:
+            return False
+        above.add(seq)
+        while floor + 1 in above:
+            floor += 1
+            above.discard(floor)
+        self.floor = floor
         return True
+
+
+#: ``isinstance`` tuples, built once (``A | B`` in an ``isinstance`` builds a union per call).
+_BY_STREAM = (RecallEvent, ReadEvent)
+_BY_PSTREAM = (ContactEvent, SettingsEvent)
 
 
 @dataclass
@@ -47,20 +61,27 @@ class Deduper:
 
     def start_at(self, conv: str, seq: int) -> None:
         """Everything up to ``seq`` in ``conv`` is known (e.g. from a summary or history)."""
-        seqs = self._messages.setdefault(conv, _Seqs())
+        seqs = self._messages.get(conv)
+        if seqs is None:
+            seqs = self._messages[conv] = _Seqs()
         if seq > seqs.floor:
             seqs.floor = seq
             seqs.above = {s for s in seqs.above if s > seq}
 
     def accept(self, event: SyncEvent) -> bool:
         """True the first time an event is seen, False for a redelivery."""
+        # Once per event of every page and every live push: no object is made unless a
+        # conversation is new (``setdefault`` made a ``_Seqs`` on every call).
         if isinstance(event, MessageEvent):
-            fresh = self._messages.setdefault(event.conv, _Seqs()).add(event.seq)
-        elif isinstance(event, RecallEvent | ReadEvent):
+            seqs = self._messages.get(event.conv)
+            if seqs is None:
+                seqs = self._messages[event.conv] = _Seqs()
+            fresh = seqs.add(event.seq)
+        elif isinstance(event, _BY_STREAM):
             position = (conversation_org(event.conv) is not None, event.stream)
             fresh = position not in self._streams
             self._streams.add(position)
-        elif isinstance(event, ContactEvent | SettingsEvent):
+        elif isinstance(event, _BY_PSTREAM):
             fresh = event.pstream not in self._pstreams
             self._pstreams.add(event.pstream)
         else:
