@@ -20,6 +20,7 @@ so a timestamp taken in one process can be subtracted from one taken in another.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import multiprocessing.connection
@@ -37,6 +38,8 @@ from bench.baseline.common import raise_nofile_limit
 
 Workload = Callable[["WorkerContext"], Awaitable[dict[str, Any]]]
 PROGRESS_INTERVAL = 0.25
+#: The workers' young-generation length for the garbage collector (CPython's: 700).
+LOAD_GC_YOUNG_THRESHOLD = 20_000
 
 
 class WorkerFailed(RuntimeError):
@@ -149,6 +152,11 @@ def _worker_entry(spec: WorkerSpec, conn: multiprocessing.connection.Connection)
         if spec.cpus is not None:
             os.sched_setaffinity(0, spec.cpus)
         raise_nofile_limit()
+        # Thousands of clients in one process keep a large heap: with CPython's default
+        # young generation (700 allocations) the collector's full collections were half
+        # the device worker's CPU in a 5,000-device storm (server.collector says more; the
+        # server sets its collector the same way). Every workload, bare or Rivet, runs so.
+        gc.set_threshold(LOAD_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         ctx = WorkerContext(spec, conn)
         result = trio.run(_worker_main, resolve(spec.workload), ctx)
         rec = ctx.recorder

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import trio
 
-from server import cli_accounts, cli_keys, cli_moderate, cli_org
+from server import cli_accounts, cli_keys, cli_moderate, cli_org, collector
 from server.app import RunningServer, open_stores, serve
 from server.cli_ding import add_ding_flags, ding_overrides
 from server.clock import SystemClock
@@ -137,6 +137,12 @@ def _hardening_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help="C1: how often suspensions made with 'rivet moderate' reach connections (default 2)",
     )
+    p.add_argument(
+        "--gc-young-threshold",
+        type=int,
+        help="allocations between young-generation garbage collections (default 20000; "
+        "CPython's own is 700)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +234,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "tls_key",
             "sqlite_max_page_count",
             "moderation_poll_seconds",
+            "gc_young_threshold",
             "master_key_file",
         )
     }
@@ -238,6 +245,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"rivet: bad configuration: {error}", file=sys.stderr)
         return 2
     setup_logging(config)
+    collector.configure(config.gc_young_threshold)
     trio.run(_run_until_signal, config, args.port_file)
     return 0
 
