@@ -244,10 +244,22 @@ class Connection:
             if not drained:
                 # The socket closed, or the connection is ending: nothing more can be sent.
                 self.finish_sending()
+                self._forget_unsendable()
             if self._direct is not None:
                 self._direct.abandon()
             if self._done is not None:
                 self._done.set()
+
+    def _forget_unsendable(self) -> None:
+        """Frames still queued when the socket is gone will never be sent: stop counting
+        them, so that a reader waiting for room in the queue (``wait_send_room``) goes on,
+        finds the connection closed and ends it. Counted, they kept the queue over its bound
+        for good, and the connection open, online and unreachable, until shutdown."""
+        if self._sizes:
+            self._sizes.clear()
+        self.queued_bytes = self.event_bytes = 0
+        if self._room is not None:
+            self._room.set()
 
     async def _write_all(self, receive: trio.MemoryReceiveChannel[bytes | memoryview]) -> bool:
         """Send what is queued until the queue is empty; False if the connection closed."""

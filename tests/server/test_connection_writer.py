@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from trio_websocket import CloseReason, ConnectionClosed
 
 from protocol.errors import CloseCode
 from server.connection import Connection
@@ -84,3 +85,29 @@ async def test_finish_sending_lets_the_writer_drain_then_refuses_frames() -> Non
         socket.open.set()
         await conn.wait_sent()
     assert socket.sent == [b"a"]
+
+
+class _DeadSocket:
+    """A peer that reset the connection: every write fails."""
+
+    async def send_message(self, frame: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        raise ConnectionClosed(CloseReason(1006, "reset"))
+
+
+async def test_a_reader_waiting_for_room_goes_on_when_the_socket_dies() -> None:
+    # Replies over the byte bound hold the reader in wait_send_room. When the socket dies,
+    # what is still queued can never be sent: counted, it kept the queue over its bound for
+    # good, and the connection open (online, holding a place of the user's connection
+    # limit) until shutdown.
+    conn = Connection(ws=_DeadSocket(), queue_frames=16, queue_bytes=10)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        conn.bind(trio.CancelScope(), nursery)
+        conn.reply_nowait(b"x" * 8)
+        conn.reply_nowait(b"y" * 700)
+        assert conn.queued_bytes > conn.queue_bytes
+        with trio.fail_after(5):
+            await conn.wait_send_room()  # returns: the writer found the socket dead
+            await conn.wait_sent()
+    assert conn.queued_bytes == conn.event_bytes == 0
+    assert conn.frames_sent == 0
