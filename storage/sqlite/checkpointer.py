@@ -59,11 +59,16 @@ class Checkpointer:
         commits: Callable[[], int],
         *,
         name: str,
+        lock: threading.Lock,
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self._conn = conn
         self._commits = commits
         self._name = name
+        #: Held while checkpointing. A TRUNCATE checkpoint elsewhere (after keys are
+        #: destroyed: ``storage.sqlite.keys``) takes it too: SQLite answers a second
+        #: checkpointer "busy" at once instead of waiting, and that TRUNCATE must not fail.
+        self._lock = lock
         self._interval = interval
         self._stop = threading.Event()
         #: The commit count the last checkpoint covered; nothing to do while it holds.
@@ -80,11 +85,19 @@ class Checkpointer:
                 if seen == self._checkpointed_at:
                     continue
                 try:
-                    checkpoint(self._conn)
+                    with self._lock:
+                        busy, log_frames, copied = checkpoint(self._conn)
                 except sqlite3.Error:
-                    # SQLITE_BUSY or I/O trouble: the next round (or the backstop) retries.
+                    # I/O trouble: the next round (or the backstop) retries.
                     logger.warning("%s: background checkpoint failed", self._name, exc_info=True)
-                else:
+                    continue
+                except Exception:
+                    # A bug must not end the thread and leave only the backstop.
+                    logger.exception("%s: background checkpoint failed", self._name)
+                    continue
+                if not busy and copied == log_frames:
+                    # Everything is copied; until the next commit there is nothing to do. A
+                    # reader on an old snapshot can hold frames back: then try again.
                     self._checkpointed_at = seen
         finally:
             self._conn.close()
@@ -96,14 +109,15 @@ async def run_checkpointer(
     commits: Callable[[], int],
     *,
     name: str,
+    lock: threading.Lock,
     interval: float = DEFAULT_INTERVAL,
 ) -> AsyncIterator[Checkpointer]:
     """Checkpoint in the background while the block runs, on a connection from ``connect``
-    (the checkpointer's thread closes it). On exit the checkpoint under way finishes and the
-    thread is joined (no orphan threads)."""
+    (the checkpointer's thread closes it), holding ``lock`` while it checkpoints. On exit the
+    checkpoint under way finishes and the thread is joined (no orphan threads)."""
     conn = await trio.to_thread.run_sync(connect)
     try:
-        checkpointer = Checkpointer(conn, commits, name=name, interval=interval)
+        checkpointer = Checkpointer(conn, commits, name=name, lock=lock, interval=interval)
         checkpointer.thread.start()
     except BaseException:
         conn.close()  # no thread took it over

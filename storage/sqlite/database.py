@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -59,6 +60,9 @@ class Database:
     path: Path
     writer: SqliteWriter
     readers: ReaderPool
+    #: Held by whoever checkpoints this file (``storage.sqlite.checkpointer``): take it
+    #: around any other checkpoint of it, which SQLite would otherwise refuse as busy.
+    checkpoint_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def connect(path: Path, options: DatabaseOptions, *, read_only: bool = False) -> sqlite3.Connection:
@@ -76,12 +80,6 @@ def connect(path: Path, options: DatabaseOptions, *, read_only: bool = False) ->
         # Deleted content (recalls, erased accounts, dissolved organisations) is overwritten
         # in the file, not left in free pages; explicit because builds differ in the default.
         conn.execute("PRAGMA secure_delete = ON")
-        # Every job of the writer runs in a SAVEPOINT, whose statement journal otherwise goes
-        # to a temporary file: ~8 pwrite calls per message (strace of a batch of 64 appends:
-        # 33,547 pwrites for 3,200 messages, 6,547 with this), a third of the writer's CPU.
-        # The journal only undoes a savepoint inside a transaction (a crash is recovered from
-        # the WAL), so memory loses nothing; its size is bounded by one batch's pages.
-        conn.execute("PRAGMA temp_store = MEMORY")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -97,6 +95,14 @@ def _prepare_writer(path: Path, domain: str, options: DatabaseOptions) -> sqlite
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode})")
         migrate(conn, domain, path=str(path))
+        # Every job of the writer runs in a SAVEPOINT, whose statement journal otherwise goes
+        # to a temporary file: ~8 pwrite calls per message (strace of a batch of 64 appends:
+        # 33,547 pwrites for 3,200 messages, 6,547 with this). The journal only undoes a
+        # savepoint inside a transaction (a crash is recovered from the WAL), so memory loses
+        # nothing; it holds the pages one batch changes. Set after the migrations and on
+        # this connection only: an index build or a reader's large sort keeps its temporary
+        # b-trees on disk, not in memory.
+        conn.execute("PRAGMA temp_store = MEMORY")
         if options.checkpoint_interval is not None:
             raise_automatic_checkpoint(conn)
         if options.max_page_count is not None:
@@ -147,13 +153,15 @@ async def open_database(
         readers = await stack.enter_async_context(
             open_readers(reader_conns[:-1], name=path.name, inline=reader_conns[-1])
         )
+        checkpoint_lock = threading.Lock()
         if options.checkpoint_interval is not None:
             await stack.enter_async_context(
                 run_checkpointer(
                     lambda: connect(path, options),
                     lambda: writer.statistics().commits,
                     name=path.name,
+                    lock=checkpoint_lock,
                     interval=options.checkpoint_interval,
                 )
             )
-        yield Database(path=path, writer=writer, readers=readers)
+        yield Database(path=path, writer=writer, readers=readers, checkpoint_lock=checkpoint_lock)

@@ -165,7 +165,10 @@ class SqliteKeyStore:
 def _truncate_wal(database: Database) -> None:
     conn = sqlite3.connect(database.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # The background checkpointer's lock: SQLite answers a checkpoint "busy" at once
+        # while another one runs, and this one must copy and truncate everything.
+        with database.checkpoint_lock:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         conn.close()
     if busy:

@@ -96,7 +96,11 @@ async def test_an_idle_database_is_not_checkpointed_again_and_again(
     options = DatabaseOptions()
     commits = 0
     async with run_checkpointer(
-        lambda: connect(path, options), lambda: commits, name="test", interval=0.01
+        lambda: connect(path, options),
+        lambda: commits,
+        name="test",
+        lock=threading.Lock(),
+        interval=0.01,
     ):
         await trio.sleep(0.1)
         assert calls == []  # nothing committed: nothing to copy
@@ -126,6 +130,7 @@ async def test_a_failing_checkpoint_is_logged_and_retried(
         lambda: connect(path, DatabaseOptions()),
         lambda: commits,
         name="cross.db",
+        lock=threading.Lock(),
         interval=0.01,
     ):
         commits = 1  # one change, and every failed round tries it again
@@ -153,3 +158,89 @@ async def test_the_checkpointer_thread_and_connection_end_with_the_database(
 def test_the_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="checkpoint_interval"):
         DatabaseOptions(checkpoint_interval=0)
+
+
+async def test_a_partial_or_busy_checkpoint_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (busy, frames in the log, frames copied): a reader on an old snapshot held frames
+    # back, then another checkpointer was running, then everything was copied.
+    answers = [(0, 10, 4), (1, -1, -1), (0, 10, 10)]
+    calls: list[tuple[int, int, int]] = []
+
+    def scripted(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        answer = answers[min(len(calls), len(answers) - 1)]
+        calls.append(answer)
+        return answer
+
+    monkeypatch.setattr(checkpointer, "checkpoint", scripted)
+    path = tmp_path / "cross.db"
+    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
+        pass
+    commits = 0
+    async with run_checkpointer(
+        lambda: connect(path, DatabaseOptions()),
+        lambda: commits,
+        name="cross.db",
+        lock=threading.Lock(),
+        interval=0.01,
+    ):
+        commits = 1  # one commit: tried until all of it is copied, then left alone
+        with trio.fail_after(5):
+            await wait_until(lambda: len(calls) >= 3, step=0.01)
+        await trio.sleep(0.1)
+    assert calls == answers
+
+
+async def test_the_checkpointer_holds_the_lock_while_it_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = threading.Lock()
+    held: list[bool] = []
+    real_checkpoint = checkpointer.checkpoint
+
+    def observed(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        held.append(lock.locked())
+        return real_checkpoint(conn)
+
+    monkeypatch.setattr(checkpointer, "checkpoint", observed)
+    path = tmp_path / "cross.db"
+    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
+        pass
+    commits = 0
+    async with run_checkpointer(
+        lambda: connect(path, DatabaseOptions()),
+        lambda: commits,
+        name="cross.db",
+        lock=lock,
+        interval=0.01,
+    ):
+        commits = 1
+        with trio.fail_after(5):
+            await wait_until(lambda: bool(held), step=0.01)
+    assert held and all(held)
+
+
+async def test_truncating_after_destroyed_keys_waits_for_a_background_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # A3: after keys are destroyed the log is checkpointed with TRUNCATE; SQLite would
+    # answer "busy" at once if the background checkpointer were running then.
+    from storage.sqlite.keys import _truncate_wal
+
+    path = tmp_path / "cross.db"
+    options = DatabaseOptions(readers=1, checkpoint_interval=60)  # the test drives it
+    async with open_database(path, domain="cross", options=options) as db:
+        await db.writer.run("add", _add_conversations(0, 50))
+        assert (tmp_path / "cross.db-wal").stat().st_size > 0
+        db.checkpoint_lock.acquire()  # a background checkpoint "under way"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, _truncate_wal, db)
+                await trio.sleep(0.1)
+                assert (tmp_path / "cross.db-wal").stat().st_size > 0  # still waiting
+                db.checkpoint_lock.release()
+        finally:
+            if db.checkpoint_lock.locked():
+                db.checkpoint_lock.release()
+        assert (tmp_path / "cross.db-wal").stat().st_size == 0
