@@ -38,8 +38,8 @@ from bench.baseline.common import raise_nofile_limit
 
 Workload = Callable[["WorkerContext"], Awaitable[dict[str, Any]]]
 PROGRESS_INTERVAL = 0.25
-#: The workers' young-generation length for the garbage collector (CPython's: 700).
-LOAD_GC_YOUNG_THRESHOLD = 20_000
+#: Middle-generation collections between chances of a full one in the workers (CPython: 10).
+LOAD_GC_OLD_THRESHOLD = 100
 
 
 class WorkerFailed(RuntimeError):
@@ -152,11 +152,12 @@ def _worker_entry(spec: WorkerSpec, conn: multiprocessing.connection.Connection)
         if spec.cpus is not None:
             os.sched_setaffinity(0, spec.cpus)
         raise_nofile_limit()
-        # Thousands of clients in one process keep a large heap: with CPython's default
-        # young generation (700 allocations) the collector's full collections were half
-        # the device worker's CPU in a 5,000-device storm (server.collector says more; the
-        # server sets its collector the same way). Every workload, bare or Rivet, runs so.
-        gc.set_threshold(LOAD_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        # Thousands of clients in one process keep a large heap: with CPython's settings
+        # the collector was about half the device worker's CPU in a 5,000-device storm,
+        # mostly full collections (server.collector says more; the server spaces them out
+        # the same way). Every workload, bare or Rivet, runs so.
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, LOAD_GC_OLD_THRESHOLD)
         ctx = WorkerContext(spec, conn)
         result = trio.run(_worker_main, resolve(spec.workload), ctx)
         rec = ctx.recorder

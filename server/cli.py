@@ -138,10 +138,10 @@ def _hardening_flags(p: argparse.ArgumentParser) -> None:
         help="C1: how often suspensions made with 'rivet moderate' reach connections (default 2)",
     )
     p.add_argument(
-        "--gc-young-threshold",
+        "--gc-old-threshold",
         type=int,
-        help="allocations between young-generation garbage collections (default 20000; "
-        "CPython's own is 700)",
+        help="middle-generation garbage collections between two chances of a full one "
+        "(default 100; CPython's own is 10)",
     )
 
 
@@ -234,7 +234,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "tls_key",
             "sqlite_max_page_count",
             "moderation_poll_seconds",
-            "gc_young_threshold",
+            "gc_old_threshold",
             "master_key_file",
         )
     }
@@ -245,7 +245,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"rivet: bad configuration: {error}", file=sys.stderr)
         return 2
     setup_logging(config)
-    collector.configure(config.gc_young_threshold)
+    collector.configure(config.gc_old_threshold)
     trio.run(_run_until_signal, config, args.port_file)
     return 0
 

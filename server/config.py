@@ -67,9 +67,9 @@ class Config:
     #: C1: seconds between polls of the moderation log, through which suspensions and
     #: removals made with ``rivet moderate`` reach live connections.
     moderation_poll_seconds: float = 2.0
-    #: Net allocations between collections of the garbage collector's young generation
-    #: (CPython's default is 700; ``server.collector`` says why a server wants more).
-    gc_young_threshold: int = 20_000
+    #: Middle-generation collections between two chances of a full garbage collection
+    #: (CPython's default is 10; ``server.collector`` says why a server wants more).
+    gc_old_threshold: int = 100
     #: The operations endpoint (/healthz, /metrics): off unless a port is given (0 picks a
     #: free one). Loopback by default; it has no authentication.
     metrics_host: str = "127.0.0.1"
@@ -248,8 +248,8 @@ def _validate_hardening(config: Config) -> None:
         raise ValueError("flood_strikes must be at least 1")
     if config.moderation_poll_seconds <= 0:
         raise ValueError("moderation_poll_seconds must be positive")
-    if config.gc_young_threshold < 1:
-        raise ValueError("gc_young_threshold must be at least 1")
+    if config.gc_old_threshold < 1:
+        raise ValueError("gc_old_threshold must be at least 1")
     if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
         raise ValueError("metrics_port must be 0-65535")
     if (config.tls_cert is None) != (config.tls_key is None):
