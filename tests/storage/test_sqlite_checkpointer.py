@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,31 @@ def _rows_in_main_file(db_path: Path, copy_to: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+class _Commits:
+    """The writer's commit count, as a test moves it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@asynccontextmanager
+async def _checkpointing(
+    tmp_path: Path, commits: _Commits, *, lock: threading.Lock | None = None
+) -> AsyncIterator[None]:
+    """A migrated cross.db and a checkpointer on it every 10 ms, driven by ``commits``."""
+    path = tmp_path / "cross.db"
+    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
+        pass  # creates and migrates the file
+    async with run_checkpointer(
+        lambda: connect(path, DatabaseOptions()),
+        lambda: commits.count,
+        name="cross.db",
+        lock=lock or threading.Lock(),
+        interval=0.01,
+    ):
+        yield
 
 
 async def _autocheckpoint_of_writer(db) -> int:  # type: ignore[no-untyped-def]
@@ -90,21 +117,11 @@ async def test_an_idle_database_is_not_checkpointed_again_and_again(
         return real_checkpoint(conn)
 
     monkeypatch.setattr(checkpointer, "checkpoint", counting)
-    path = tmp_path / "cross.db"
-    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
-        pass  # creates and migrates the file
-    options = DatabaseOptions()
-    commits = 0
-    async with run_checkpointer(
-        lambda: connect(path, options),
-        lambda: commits,
-        name="test",
-        lock=threading.Lock(),
-        interval=0.01,
-    ):
+    commits = _Commits()
+    async with _checkpointing(tmp_path, commits):
         await trio.sleep(0.1)
         assert calls == []  # nothing committed: nothing to copy
-        commits = 1
+        commits.count = 1
         with trio.fail_after(5):
             await wait_until(lambda: bool(calls), step=0.01)
         settled = len(calls)
@@ -122,18 +139,9 @@ async def test_a_failing_checkpoint_is_logged_and_retried(
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(checkpointer, "checkpoint", busy)
-    path = tmp_path / "cross.db"
-    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
-        pass
-    commits = 0
-    async with run_checkpointer(
-        lambda: connect(path, DatabaseOptions()),
-        lambda: commits,
-        name="cross.db",
-        lock=threading.Lock(),
-        interval=0.01,
-    ):
-        commits = 1  # one change, and every failed round tries it again
+    commits = _Commits()
+    async with _checkpointing(tmp_path, commits):
+        commits.count = 1  # one change, and every failed round tries it again
         with trio.fail_after(5):
             await wait_until(lambda: len(attempts) >= 3, step=0.01)
     assert "background checkpoint failed" in caplog.text
@@ -174,18 +182,9 @@ async def test_a_partial_or_busy_checkpoint_is_tried_again(
         return answer
 
     monkeypatch.setattr(checkpointer, "checkpoint", scripted)
-    path = tmp_path / "cross.db"
-    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
-        pass
-    commits = 0
-    async with run_checkpointer(
-        lambda: connect(path, DatabaseOptions()),
-        lambda: commits,
-        name="cross.db",
-        lock=threading.Lock(),
-        interval=0.01,
-    ):
-        commits = 1  # one commit: tried until all of it is copied, then left alone
+    commits = _Commits()
+    async with _checkpointing(tmp_path, commits):
+        commits.count = 1  # one commit: tried until all of it is copied, then left alone
         with trio.fail_after(5):
             await wait_until(lambda: len(calls) >= 3, step=0.01)
         await trio.sleep(0.1)
@@ -204,18 +203,9 @@ async def test_the_checkpointer_holds_the_lock_while_it_checkpoints(
         return real_checkpoint(conn)
 
     monkeypatch.setattr(checkpointer, "checkpoint", observed)
-    path = tmp_path / "cross.db"
-    async with open_database(path, domain="cross", options=DatabaseOptions(readers=1)):
-        pass
-    commits = 0
-    async with run_checkpointer(
-        lambda: connect(path, DatabaseOptions()),
-        lambda: commits,
-        name="cross.db",
-        lock=lock,
-        interval=0.01,
-    ):
-        commits = 1
+    commits = _Commits()
+    async with _checkpointing(tmp_path, commits, lock=lock):
+        commits.count = 1
         with trio.fail_after(5):
             await wait_until(lambda: bool(held), step=0.01)
     assert held and all(held)
