@@ -4,6 +4,11 @@ the same minutes)."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 from bench import patterns
 from bench.context import CaseResult, RunContext
 from bench.scenarios.baseline import server_spec
@@ -76,3 +81,15 @@ def bare_accept(
             label=label,
             connect_timeout=connect_timeout(connections),
         )
+
+
+@contextlib.contextmanager
+def removed_unless_failed(workdir: Path, what: str) -> Iterator[None]:
+    """Remove ``workdir`` when the block succeeds; when it fails, keep it and say where:
+    its server data and log are what shows why (scenarios that restart their server)."""
+    try:
+        yield
+    except BaseException:
+        print(f"warning: {what}'s server data and log are kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -51,7 +51,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ from bench.loadgen import LoadRun, WorkerSpec
 from bench.patterns import START_DELAY_NS, split
 from bench.rivet_server import ROOT, User, create_group, read_users, rivet_spec, template_for
 from bench.scenarios import Case, register
+from bench.scenarios._rivet import removed_unless_failed
 
 DINGS = (100_000, 200)
 SENDERS = (50, 4)
@@ -208,131 +208,121 @@ def _pending(ctx: RunContext) -> CaseResult:
     spec.prepare(data_dir)
     port = free_port()
     workers = ctx.workers(n_senders)
-    clean = False
-    try:
-        with contextlib.ExitStack() as outer:
-            first = contextlib.ExitStack()
-            outer.callback(first.close)
+    with removed_unless_failed(workdir, "the ding scenario"), contextlib.ExitStack() as outer:
+        first = contextlib.ExitStack()
+        outer.callback(first.close)
+        began = time.monotonic()
+        server = first.enter_context(
+            start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
+        )
+        cold_start_s = time.monotonic() - began
+        cold_rss = _rss_kib(server)
+        for owner, members in zip(senders, groups, strict=True):
+            create_group(server.url, owner, [m.user_id for m in members], f"ding-{owner.user_id}")
+        specs = [
+            WorkerSpec(
+                index=i,
+                role="senders",
+                workload="bench.ding_workloads:senders",
+                url=server.url,
+                params={
+                    "senders": [
+                        [
+                            senders[k].user_id,
+                            senders[k].access_token,
+                            [m.user_id for m in groups[k]],
+                            counts[k],
+                        ]
+                        for k in range(first_k, first_k + count)
+                    ],
+                    "window": window,
+                    "min_delay_s": MIN_DELAY_S,
+                    "connect_timeout": CONNECT_TIMEOUT,
+                },
+                cpus=ctx.cpu_plan.load,
+            )
+            for i, (first_k, count) in enumerate(split(n_senders, workers))
+        ]
+        progress = _ProgressTo()
+        run = outer.enter_context(
+            LoadRun(specs, on_progress=progress, start_timeout=CONNECT_TIMEOUT)
+        )
+        run.ready()
+        idle_rss = _rss_kib(server)
+        idle_threads = _threads(server.pid)
+        # 1. create
+        start = time.monotonic_ns() + START_DELAY_NS
+        due_at_ms = int(time.time() * 1000 + (START_DELAY_NS / 1e6) + due_after * 1000)
+        bar = ctx.progress("ding: create", n, None)
+        progress.bar = bar
+        run.send(
+            run.indices,
+            "go",
+            due_at_ms=due_at_ms,
+            due_spread_ms=int(due_spread * 1000),
+            start_ns=start,
+        )
+        run.pump_until(start)
+        before = CpuSnapshot.take(server.pid, run.pids)
+        try:
+            created = run.wait(run.indices, "created", 60.0 + n / 20)
+        finally:
+            bar.close()
+        after = CpuSnapshot.take(server.pid, run.pids)
+        pending_rss = _rss_kib(server)
+        pending_threads = _threads(server.pid)
+        # 2. restart, while every step is pending
+        left_s = due_at_ms / 1000 - time.time()
+        restart: dict[str, Figure] = {}
+        if left_s > RESTART_MARGIN_S + cold_start_s:
+            run.send(run.indices, "disconnect")
+            run.wait(run.indices, "disconnected", CONNECT_TIMEOUT)
             began = time.monotonic()
-            server = first.enter_context(
+            status = server.terminate()
+            restart["stop_s"] = round(time.monotonic() - began, 3)
+            if status != 0:
+                raise ServerError(f"rivet serve exited with {status} after SIGTERM")
+            first.close()
+            began = time.monotonic()
+            server = outer.enter_context(
                 start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
             )
-            cold_start_s = time.monotonic() - began
-            cold_rss = _rss_kib(server)
-            for owner, members in zip(senders, groups, strict=True):
-                create_group(
-                    server.url, owner, [m.user_id for m in members], f"ding-{owner.user_id}"
-                )
-            specs = [
-                WorkerSpec(
-                    index=i,
-                    role="senders",
-                    workload="bench.ding_workloads:senders",
-                    url=server.url,
-                    params={
-                        "senders": [
-                            [
-                                senders[k].user_id,
-                                senders[k].access_token,
-                                [m.user_id for m in groups[k]],
-                                counts[k],
-                            ]
-                            for k in range(first_k, first_k + count)
-                        ],
-                        "window": window,
-                        "min_delay_s": MIN_DELAY_S,
-                        "connect_timeout": CONNECT_TIMEOUT,
-                    },
-                    cpus=ctx.cpu_plan.load,
-                )
-                for i, (first_k, count) in enumerate(split(n_senders, workers))
-            ]
-            progress = _ProgressTo()
-            run = outer.enter_context(
-                LoadRun(specs, on_progress=progress, start_timeout=CONNECT_TIMEOUT)
-            )
-            run.ready()
-            idle_rss = _rss_kib(server)
-            idle_threads = _threads(server.pid)
-            # 1. create
-            start = time.monotonic_ns() + START_DELAY_NS
-            due_at_ms = int(time.time() * 1000 + (START_DELAY_NS / 1e6) + due_after * 1000)
-            bar = ctx.progress("ding: create", n, None)
-            progress.bar = bar
-            run.send(
-                run.indices,
-                "go",
-                due_at_ms=due_at_ms,
-                due_spread_ms=int(due_spread * 1000),
-                start_ns=start,
-            )
-            run.pump_until(start)
-            before = CpuSnapshot.take(server.pid, run.pids)
-            try:
-                created = run.wait(run.indices, "created", 60.0 + n / 20)
-            finally:
-                bar.close()
-            after = CpuSnapshot.take(server.pid, run.pids)
-            pending_rss = _rss_kib(server)
-            pending_threads = _threads(server.pid)
-            # 2. restart, while every step is pending
-            left_s = due_at_ms / 1000 - time.time()
-            restart: dict[str, Figure] = {}
-            if left_s > RESTART_MARGIN_S + cold_start_s:
-                run.send(run.indices, "disconnect")
-                run.wait(run.indices, "disconnected", CONNECT_TIMEOUT)
-                began = time.monotonic()
-                status = server.terminate()
-                restart["stop_s"] = round(time.monotonic() - began, 3)
-                if status != 0:
-                    raise ServerError(f"rivet serve exited with {status} after SIGTERM")
-                first.close()
-                began = time.monotonic()
-                server = outer.enter_context(
-                    start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
-                )
-                restart["restart_s"] = round(time.monotonic() - began, 3)
-                restart_rss = _rss_kib(server)
-                restart["rss_restart_mib"] = _mib(restart_rss)
-                restart["rss_per_pending_after_restart_b"] = _per(restart_rss, cold_rss, n)
-                restart["threads_restart"] = _threads(server.pid)
-                restart["due_left_at_restart_s"] = round(due_at_ms / 1000 - time.time(), 1)
-            else:
-                run.send(run.indices, "disconnect")
-                run.wait(run.indices, "disconnected", CONNECT_TIMEOUT)
-            run.send(run.indices, "reconnect")
-            run.wait(run.indices, "reconnected", CONNECT_TIMEOUT)
-            # 3. escalation
-            watch = _OutboxWatch(data_dir / "outbox.jsonl")
-            due_mono_ns = time.monotonic_ns() + int((due_at_ms - time.time() * 1000) * 1e6)
-            run.pump_until(due_mono_ns)
-            esc_before = CpuSnapshot.take(server.pid, run.pids)
-            bar = ctx.progress("ding: escalation", n, None)
-            deadline = time.monotonic() + 120.0 + n / 20
-            peak_threads = _threads(server.pid) or 0
-            try:
-                while watch.poll() < n and time.monotonic() < deadline:
-                    bar.update(watch.count)
-                    server.check_alive()
-                    peak_threads = max(peak_threads, _threads(server.pid) or 0)
-                    run.pump_until(time.monotonic_ns() + int(POLL_S * 1e9))
-            finally:
-                bar.close()
-            esc_after = CpuSnapshot.take(server.pid, run.pids)
-            run.pump_until(time.monotonic_ns() + int(SETTLE_S * 1e9))
-            server.check_alive()
-            final_rss = _rss_kib(server)
-            memory = server.memory_kib()
-            records = _read_outbox(data_dir)
-            run.send(run.indices, "verify")
-            verified = run.wait(run.indices, "verified", 60.0 + n / 200)
-            results = run.results()
-            clean = True
-    finally:
-        if clean:
-            shutil.rmtree(workdir, ignore_errors=True)
+            restart["restart_s"] = round(time.monotonic() - began, 3)
+            restart_rss = _rss_kib(server)
+            restart["rss_restart_mib"] = _mib(restart_rss)
+            restart["rss_per_pending_after_restart_b"] = _per(restart_rss, cold_rss, n)
+            restart["threads_restart"] = _threads(server.pid)
+            restart["due_left_at_restart_s"] = round(due_at_ms / 1000 - time.time(), 1)
         else:
-            print(f"warning: the ding scenario's server data and log are kept in {workdir}")
+            run.send(run.indices, "disconnect")
+            run.wait(run.indices, "disconnected", CONNECT_TIMEOUT)
+        run.send(run.indices, "reconnect")
+        run.wait(run.indices, "reconnected", CONNECT_TIMEOUT)
+        # 3. escalation
+        watch = _OutboxWatch(data_dir / "outbox.jsonl")
+        due_mono_ns = time.monotonic_ns() + int((due_at_ms - time.time() * 1000) * 1e6)
+        run.pump_until(due_mono_ns)
+        esc_before = CpuSnapshot.take(server.pid, run.pids)
+        bar = ctx.progress("ding: escalation", n, None)
+        deadline = time.monotonic() + 120.0 + n / 20
+        peak_threads = _threads(server.pid) or 0
+        try:
+            while watch.poll() < n and time.monotonic() < deadline:
+                bar.update(watch.count)
+                server.check_alive()
+                peak_threads = max(peak_threads, _threads(server.pid) or 0)
+                run.pump_until(time.monotonic_ns() + int(POLL_S * 1e9))
+        finally:
+            bar.close()
+        esc_after = CpuSnapshot.take(server.pid, run.pids)
+        run.pump_until(time.monotonic_ns() + int(SETTLE_S * 1e9))
+        server.check_alive()
+        final_rss = _rss_kib(server)
+        memory = server.memory_kib()
+        records = _read_outbox(data_dir)
+        run.send(run.indices, "verify")
+        verified = run.wait(run.indices, "verified", 60.0 + n / 200)
+        results = run.results()
     latencies = [
         d - b for r in results.values() for b, d in zip(r["sent"], r["received"], strict=True)
     ]

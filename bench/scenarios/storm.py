@@ -30,7 +30,6 @@ The restart needs a server we start: this scenario cannot use ``--url``.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from bench.loadgen import LoadRun, WorkerSpec
 from bench.patterns import BUSY_THRESHOLD, START_DELAY_NS, load_cpus_of, split
 from bench.rivet_server import read_users, rivet_spec, template_for
 from bench.scenarios import Case, register
-from bench.scenarios._rivet import PAYLOAD_SIZE, bare_accept
+from bench.scenarios._rivet import PAYLOAD_SIZE, bare_accept, removed_unless_failed
 
 DEVICES = (5000, 20)
 DEVICES_PER_SENDER = 100
@@ -77,90 +76,82 @@ def _rivet(ctx: RunContext) -> CaseResult:
     spec.prepare(workdir / "data")
     port = free_port()
     common = {"connect_timeout": CONNECT_TIMEOUT, "drain_timeout": TIMEOUT}
-    clean = False
-    try:
-        with contextlib.ExitStack() as outer:
-            first = contextlib.ExitStack()
-            outer.callback(first.close)
-            server = first.enter_context(
-                start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
+    with removed_unless_failed(workdir, "the storm"), contextlib.ExitStack() as outer:
+        first = contextlib.ExitStack()
+        outer.callback(first.close)
+        server = first.enter_context(
+            start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
+        )
+        specs = [
+            WorkerSpec(
+                index=i,
+                role="devices",
+                workload="bench.rivet_sync_workloads:storm_clients",
+                url=server.url,
+                params={
+                    **common,
+                    "devices": [
+                        [
+                            d.user_id,
+                            d.device_id,
+                            d.access_token,
+                            d.refresh_token,
+                            senders[(begin + j) % n_senders].user_id,
+                        ]
+                        for j, d in enumerate(devices[begin : begin + count])
+                    ],
+                },
+                cpus=ctx.cpu_plan.load,
             )
-            specs = [
-                WorkerSpec(
-                    index=i,
-                    role="devices",
-                    workload="bench.rivet_sync_workloads:storm_clients",
-                    url=server.url,
-                    params={
-                        **common,
-                        "devices": [
-                            [
-                                d.user_id,
-                                d.device_id,
-                                d.access_token,
-                                d.refresh_token,
-                                senders[(begin + j) % n_senders].user_id,
-                            ]
-                            for j, d in enumerate(devices[begin : begin + count])
-                        ],
-                    },
-                    cpus=ctx.cpu_plan.load,
-                )
-                for i, (begin, count) in enumerate(split(n, workers))
-            ]
-            sender_index = len(specs)
-            specs.append(
-                WorkerSpec(
-                    index=sender_index,
-                    role="senders",
-                    workload="bench.rivet_sync_workloads:senders",
-                    url=server.url,
-                    params={
-                        **common,
-                        "senders": [
-                            [s.user_id, s.access_token, t]
-                            for s, t in zip(senders, targets, strict=True)
-                        ],
-                        "phases": 2,
-                        "window": WINDOW,
-                        "payload_size": PAYLOAD_SIZE,
-                    },
-                    cpus=ctx.cpu_plan.load,
-                )
+            for i, (begin, count) in enumerate(split(n, workers))
+        ]
+        sender_index = len(specs)
+        specs.append(
+            WorkerSpec(
+                index=sender_index,
+                role="senders",
+                workload="bench.rivet_sync_workloads:senders",
+                url=server.url,
+                params={
+                    **common,
+                    "senders": [
+                        [s.user_id, s.access_token, t]
+                        for s, t in zip(senders, targets, strict=True)
+                    ],
+                    "phases": 2,
+                    "window": WINDOW,
+                    "payload_size": PAYLOAD_SIZE,
+                },
+                cpus=ctx.cpu_plan.load,
             )
-            run = outer.enter_context(LoadRun(specs, start_timeout=CONNECT_TIMEOUT))
-            clients = run.by_role("devices")
-            run.ready()
-            # 1. one message each, received live
-            run.send(clients, "expect", count=1)
-            run.send([sender_index], "send", count=1, first_n=0)
-            batch_a = run.wait([sender_index], "sent", TIMEOUT)[sender_index]
-            live = run.wait(clients, "received", TIMEOUT)
-            # 2. restart
-            first.close()
-            run.wait(clients, "disconnected", CONNECT_TIMEOUT)
-            server = outer.enter_context(
-                start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
-            )
-            # 3. one more message each, while the devices are away
-            run.send([sender_index], "send", count=1, first_n=1, reconnect=True)
-            batch_b = run.wait([sender_index], "sent", TIMEOUT)[sender_index]
-            # 4. the storm
-            start = time.monotonic_ns() + START_DELAY_NS
-            run.send(clients, "go", start_ns=start, expected=2)
-            run.pump_until(start)
-            before = CpuSnapshot.take(server.pid, run.pids)
-            current = run.wait(clients, "current", TIMEOUT)
-            after = CpuSnapshot.take(server.pid, run.pids)
-            server.check_alive()
-            memory = server.memory_kib()
-            results = run.results()
-            clean = True
-    finally:
-        if clean:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"warning: the storm's server data and log are kept in {workdir}")
+        )
+        run = outer.enter_context(LoadRun(specs, start_timeout=CONNECT_TIMEOUT))
+        clients = run.by_role("devices")
+        run.ready()
+        # 1. one message each, received live
+        run.send(clients, "expect", count=1)
+        run.send([sender_index], "send", count=1, first_n=0)
+        batch_a = run.wait([sender_index], "sent", TIMEOUT)[sender_index]
+        live = run.wait(clients, "received", TIMEOUT)
+        # 2. restart
+        first.close()
+        run.wait(clients, "disconnected", CONNECT_TIMEOUT)
+        server = outer.enter_context(
+            start_server(spec, ctx.cpu_plan.server, port=port, workdir=workdir)
+        )
+        # 3. one more message each, while the devices are away
+        run.send([sender_index], "send", count=1, first_n=1, reconnect=True)
+        batch_b = run.wait([sender_index], "sent", TIMEOUT)[sender_index]
+        # 4. the storm
+        start = time.monotonic_ns() + START_DELAY_NS
+        run.send(clients, "go", start_ns=start, expected=2)
+        run.pump_until(start)
+        before = CpuSnapshot.take(server.pid, run.pids)
+        current = run.wait(clients, "current", TIMEOUT)
+        after = CpuSnapshot.take(server.pid, run.pids)
+        server.check_alive()
+        memory = server.memory_kib()
+        results = run.results()
     done = sum(int(c["current"]) for c in current.values())
     last = max(int(c["last_current_ns"]) for c in current.values())
     storm_s = max(last - start, 1) / 1e9
