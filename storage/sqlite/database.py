@@ -158,7 +158,7 @@ async def open_database(
             await stack.enter_async_context(
                 run_checkpointer(
                     lambda: connect(path, options),
-                    lambda: writer.statistics().commits,
+                    lambda: writer.commits,
                     name=path.name,
                     lock=checkpoint_lock,
                     interval=options.checkpoint_interval,

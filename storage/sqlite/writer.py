@@ -180,6 +180,12 @@ class SqliteWriter:
             jobs, self._pending = self._pending, []
             self._queue.put(jobs)
 
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (an int read: safe from another thread, which is
+        how the checkpointer polls it)."""
+        return self._commits
+
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
             jobs_in_flight=self._queue_size - self._room.value,
