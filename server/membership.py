@@ -26,14 +26,22 @@ class MemberCache:
         #: Bumped on every invalidation, so a read that raced a change is not cached.
         self._generation = 0
 
-    async def member_ids(self, conv_id: str) -> tuple[int, ...]:
+    def known_member_ids(self, conv_id: str) -> tuple[int, ...] | None:
+        """``member_ids`` when it needs no store read (a single chat, or a group in the
+        cache), else None: without a checkpoint, so a caller that must not be cancelled
+        between a commit and its publication takes this path first."""
         if conversation_kind(conv_id) != "group":
             low, high = direct_participants(conv_id)
             return (low,) if low == high else (low, high)
         cached = self._groups.get(conv_id)
         if cached is not None:
             self._groups.move_to_end(conv_id)
-            return cached
+        return cached
+
+    async def member_ids(self, conv_id: str) -> tuple[int, ...]:
+        known = self.known_member_ids(conv_id)
+        if known is not None:
+            return known
         generation = self._generation
         members = tuple(await self._store_for(conv_id).member_ids(conv_id))
         if generation != self._generation:

@@ -220,6 +220,11 @@ class CrossDomainStore(Protocol):
         6. For a ``message``, move the sender's read position to the new seq.
         7. Record the idempotency key with the entry.
         8. Record one pending effect per name in ``entry.effects``, naming the new entry.
+
+        Cancelled, it either stores nothing and raises ``Cancelled``, or stores the entry
+        and returns its result, the cancellation then landing at the caller's next
+        checkpoint: never both stored and unreported, so a caller that must act on a commit
+        (publish the message) needs no shielded scope of its own around the call.
         """
 
     async def recorded(self, key: IdempotencyKey) -> Appended | None:

@@ -57,22 +57,27 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
             raise
         METRICS.duplicate_sends.inc()
         return _sent(original)
-    with trio.CancelScope(shield=True):
-        # Once the write may commit, see it through to publication: a cancelled request
-        # must not leave a stored message that nobody online was told about.
-        started = time.perf_counter()
-        appended = await cross.append(new_entry)
-        METRICS.commit_seconds.observe(time.perf_counter() - started)
-        (METRICS.duplicate_sends if appended.duplicate else METRICS.messages).inc()
-        entry = appended.entry
-        if not appended.duplicate:
-            members = await ctx.members.member_ids(req.conv)
-            recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
-            # The event carries the request's content: the body was encoded from it.
-            ctx.publish_entry(entry, recipients, message_event(entry, content=req.content))
-            ctx.pushes.offer(entry, recipients)
-            if new_entry.effects:
-                ctx.outbox.kick()
+    # A cancelled request must not leave a stored message that nobody online was told
+    # about. ``append`` reports a commit even when cancelled (the store interface's
+    # promise), and from here to the publication nothing checkpoints unless the members
+    # must be read, which is shielded: no cancel scope on the common path (~7 us each).
+    started = time.perf_counter()
+    appended = await cross.append(new_entry)
+    METRICS.commit_seconds.observe(time.perf_counter() - started)
+    (METRICS.duplicate_sends if appended.duplicate else METRICS.messages).inc()
+    entry = appended.entry
+    if not appended.duplicate:
+        members = ctx.members.known_member_ids(req.conv)
+        if members is None:
+            with trio.CancelScope(shield=True):
+                members = await ctx.members.member_ids(req.conv)
+            assert members is not None  # the scope swallows nothing: it is never cancelled
+        recipients = policy.entry_recipients(appended.conversation, entry, members, departed=())
+        # The event carries the request's content: the body was encoded from it.
+        ctx.publish_entry(entry, recipients, message_event(entry, content=req.content))
+        ctx.pushes.offer(entry, recipients)
+        if new_entry.effects:
+            ctx.outbox.kick()
     return _sent(appended)
 
 

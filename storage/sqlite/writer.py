@@ -14,9 +14,13 @@ Guarantees, for a caller of ``SqliteWriter.run``:
 * If the job raised, or COMMIT failed, or SQLite aborted the whole transaction (it does for
   SQLITE_FULL and I/O errors), nothing of the job is stored and the caller gets an exception:
   ``StorageFull`` when the disk or the database (``max_page_count``) is full.
-* Cancellation: a job whose caller is cancelled after it was queued still runs and may commit;
-  the caller cannot know which (that is why client writes carry idempotency keys). The writer
-  is not disturbed by it.
+* Cancellation: a caller cancelled before its job is queued stores nothing. Once queued, the
+  job runs and the caller waits for its answer whatever happens: a cancellation then is
+  delivered at the caller's next checkpoint, after ``run`` has returned the result (or raised
+  the job's error). So a caller always learns whether its write committed, and can finish
+  what must follow a commit (publishing a stored message) without a shielded cancel scope of
+  its own (~7 us per request). The wait is short: the jobs queued ahead, at most
+  ``queue_size``. The writer is not disturbed by cancellations.
 * Backpressure (house habit 6): at most ``queue_size`` jobs are queued or running; further
   callers wait in ``run`` until a batch is answered. Nobody is dropped.
 * Jobs reach the thread once per scheduler tick: the first caller of a tick lets the other
@@ -80,17 +84,20 @@ class WriterStatistics:
 class _Job(Generic[T]):
     """One named transaction body, and what came of it."""
 
-    __slots__ = ("committed", "done", "error", "fn", "name", "result")
+    __slots__ = ("committed", "error", "fn", "name", "result", "waiter")
 
-    def __init__(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> None:
+    def __init__(
+        self, name: str, fn: Callable[[sqlite3.Connection], T], waiter: trio.lowlevel.Task
+    ) -> None:
         self.name = name
         self.fn = fn
-        #: Meaningful only when ``error`` is None once ``done`` is set.
+        #: Meaningful only when ``error`` is None once the job is answered.
         self.result: T
         self.error: BaseException | None = None
         self.committed = False
-        #: Set in the trio thread once the batch holding this job is answered.
-        self.done = trio.Event()
+        #: The caller's task, rescheduled in the trio thread once the batch holding this
+        #: job is answered.
+        self.waiter = waiter
 
 
 @dataclass(slots=True)
@@ -160,7 +167,7 @@ class SqliteWriter:
         if self._closing:
             self._room.release()
             raise StoreClosed(f"the {self._name} database is closed")
-        job = _Job(name, fn)
+        job = _Job(name, fn, trio.lowlevel.current_task())
         pending = self._pending
         pending.append(job)
         if len(pending) == 1:
@@ -168,7 +175,9 @@ class SqliteWriter:
             # theirs meanwhile, then the writer thread gets them all with one wake-up.
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._hand_over()
-        await job.done.wait()
+        # Queued: wait for the answer even if cancelled (see the module docstring);
+        # ``_answer`` reschedules this task.
+        await trio.lowlevel.wait_task_rescheduled(_keep_waiting)
         if job.error is not None:
             error, job.error = job.error, None  # no cycle through the traceback
             raise error
@@ -343,8 +352,13 @@ class SqliteWriter:
         for job in batch:
             if job.error is not None:
                 self._failed_jobs += 1
-            job.done.set()
+            trio.lowlevel.reschedule(job.waiter)
             self._room.release()
+
+
+def _keep_waiting(_: object) -> trio.lowlevel.Abort:
+    """A queued job's caller is not woken by a cancellation: it waits for its answer."""
+    return trio.lowlevel.Abort.FAILED
 
 
 def _is_full(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ backend. Times are fixed integers, never the real clock.
 from __future__ import annotations
 
 import pytest
+import trio
 
 from storage.errors import ConversationMissing, IdempotencyConflict, NotAMember
 from storage.interfaces import CrossDomainStore
@@ -234,6 +235,19 @@ async def test_append_to_missing_conversation_without_create_raises_and_stores_n
 
     assert await stores.cross.head() == 0
     assert await stores.cross.get_conversation(GROUP) is None
+
+
+async def test_a_cancelled_append_is_either_reported_or_not_stored(stores: Stores) -> None:
+    await create_group(stores.cross)
+    sent: list[Entry] = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        sent.append(await send(stores.cross, 1))
+    head = await stores.cross.head()
+    if scope.cancelled_caught:
+        assert sent == [] and head == 1  # nothing of the message stored
+    else:
+        assert [entry.stream for entry in sent] == [head] and head == 2
 
 
 async def test_append_require_member_refuses_strangers_and_departed_members(

@@ -253,21 +253,45 @@ async def test_a_full_queue_makes_callers_wait_and_drops_nobody(tmp_path: Path) 
     assert len(rows(path)) == 10
 
 
-async def test_a_cancelled_caller_does_not_disturb_the_writer(tmp_path: Path) -> None:
+async def test_a_caller_cancelled_once_queued_still_gets_its_answer(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
+    answers: list[int] = []
     async with writer_on(path) as writer:
         async with trio.open_nursery() as nursery:
             gate = Gate()
             await gate.hold(writer, nursery)
-            with trio.move_on_after(0.05) as scope:
-                await writer.run("insert", insert("cancelled"))
-            assert scope.cancelled_caught
-            gate.open()
+            with trio.CancelScope() as scope:
+                # The job is queued behind the gate; the caller is cancelled while it
+                # waits, and the gate opens only after that.
+                nursery.start_soon(_cancel_then_open, scope, gate)
+                answers.append(await writer.run("insert", insert("cancelled")))
+                await trio.lowlevel.checkpoint()  # where the cancellation is delivered
+                answers.append(-1)  # never reached
+            assert scope.cancel_called and scope.cancelled_caught
         key = await writer.run("insert", insert("next"))
 
-    # The cancelled job was queued, so it still ran and committed (the documented case).
+    # The job ran and committed, and its caller learnt it before the cancellation landed.
+    assert answers == [key - 1]
     assert rows(path) == {key - 1: "cancelled", key: "next"}
     assert not writer.thread.is_alive()
+
+
+async def _cancel_then_open(scope: trio.CancelScope, gate: Gate) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+    await trio.sleep(0.05)  # the cancelled caller is still waiting for its answer
+    gate.open()
+
+
+async def test_a_caller_cancelled_before_queueing_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with writer_on(path) as writer:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await writer.run("insert", insert("never"))
+        assert scope.cancelled_caught
+        key = await writer.run("insert", insert("next"))
+    assert rows(path) == {key: "next"}
 
 
 async def test_closing_runs_queued_jobs_then_joins_the_thread(tmp_path: Path) -> None:

@@ -1,0 +1,144 @@
+"""M1: a message that was stored is published, even when its request is cancelled meanwhile.
+
+The router's task for a request can be cancelled (the connection is torn down as a slow
+consumer, the server stops). ``messages.send`` takes no shielded scope on its common path:
+it relies on the store's promise that a cancelled ``append`` either stored nothing or
+returns its result (``CrossDomainStore.append``), and on reaching the publication without a
+checkpoint, or under a shield when the members must be read. Here the cancellation lands
+while the commit is in flight: the peer must still get the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from protocol import codec
+from protocol import requests as rq
+from server.app import build_context
+from server.clock import ManualClock
+from server.config import Config
+from server.connection import Connection
+from server.context import Context
+from server.credentials import Credentials
+from server.notify.memory import MemoryNotifier
+from server.router import Router
+from storage.interfaces import CrossDomainStore
+from storage.memory import open_memory_stores
+from storage.records import Appended, NewEntry
+from storage.sqlite import open_sqlite_stores
+
+
+class _NoSocket:
+    """Connections here are never written to a socket: tests read the send queue."""
+
+
+class _CancelledDuringCommit:
+    """The store, with the request's scope cancelled while its commit is in flight: the
+    commit is reported and the cancellation lands at the caller's next checkpoint, as the
+    store interface promises."""
+
+    def __init__(self, inner: CrossDomainStore) -> None:
+        self._inner = inner
+        self.scope: trio.CancelScope | None = None
+
+    async def append(self, entry: NewEntry) -> Appended:
+        appended = await self._inner.append(entry)
+        if self.scope is not None and entry.kind == "message":
+            self.scope.cancel()
+        return appended
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def router(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Router]:
+    config = Config(store=request.param, data_dir=tmp_path)
+    clock = ManualClock()
+    opened = (
+        open_memory_stores() if request.param == "memory" else open_sqlite_stores(tmp_path / "data")
+    )
+    async with opened as stores:
+        ctx = build_context(
+            config,
+            stores,
+            clock=clock,
+            notifier=MemoryNotifier(),
+            credentials=Credentials.open(config, clock),
+        )
+        yield Router(ctx)
+
+
+def frames(conn: Connection) -> list[dict[str, Any]]:
+    out = []
+    while True:
+        try:
+            out.append(msgspec.msgpack.decode(conn._receive.receive_nowait()))
+        except trio.WouldBlock:
+            return out
+
+
+async def login(router: Router, phone: str) -> Connection:
+    conn = Connection(ws=_NoSocket(), queue_frames=64)  # type: ignore[arg-type]
+    ctx = router.ctx
+    await router.handle_frame(conn, codec.encode_request(rq.Hello(rid=1, version=1)))
+    await router.handle_frame(conn, codec.encode_request(rq.LoginRequestCode(rid=2, phone=phone)))
+    code = ctx.notifier.last_code(phone)  # type: ignore[attr-defined]
+    await router.handle_frame(
+        conn, codec.encode_request(rq.LoginVerify(rid=3, phone=phone, code=code))
+    )
+    assert conn.user_id is not None
+    ctx.hub.attach(conn)
+    frames(conn)
+    return conn
+
+
+async def send_cancelled(
+    router: Router, conn: Connection, conv: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Send one message with the request cancelled during its commit."""
+    store = _CancelledDuringCommit(router.ctx.conversations(conv))
+    monkeypatch.setattr(Context, "conversations", lambda self, conv_id: store)
+    send = rq.MsgSend(rid=9, conv=conv, cmid="c-cancelled", content=rq.Content(text="still"))
+    with trio.CancelScope() as scope:
+        store.scope = scope
+        await router.handle_frame(conn, codec.encode_request(send))
+    # Cancelled after the commit: whatever checkpoints before the publication would raise.
+    assert scope.cancel_called
+
+
+def events(conn: Connection) -> list[str]:
+    return [frame["content"]["text"] for frame in frames(conn) if frame["op"] == "ev.message"]
+
+
+async def test_m1_a_single_chat_message_stored_during_a_cancel_reaches_the_peer(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await login(router, "+15550000101")
+    bob = await login(router, "+15550000102")
+    assert alice.user_id is not None and bob.user_id is not None
+    low, high = sorted((alice.user_id, bob.user_id))
+    await send_cancelled(router, alice, f"d:{low}:{high}", monkeypatch)
+    assert events(bob) == ["still"]
+
+
+async def test_m1_a_group_message_stored_during_a_cancel_reaches_members_on_a_cache_miss(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await login(router, "+15550000103")
+    bob = await login(router, "+15550000104")
+    assert bob.user_id is not None
+    create = rq.GroupCreate(rid=5, cmid="g-1", title="team", members=[bob.user_id])
+    await router.handle_frame(alice, codec.encode_request(create))
+    (reply,) = [f for f in frames(alice) if f["op"] == "ok"]
+    conv = reply["result"]["conv"]["conv"]
+    frames(bob)
+    router.ctx.members.invalidate(conv)  # the member list must be read after the commit
+    await send_cancelled(router, alice, conv, monkeypatch)
+    assert events(bob) == ["still"]
