@@ -51,30 +51,34 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 
     Also refuses non-string keys and timestamps: msgspec decodes the MessagePack timestamp
     extension (type -1) to ``datetime`` without calling ``ext_hook``, and no ext type is
-    accepted anywhere, unknown fields included."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > limit:
-                return True
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
-                _push_child(stack, child, depth)
-        elif isinstance(item, list):
-            if depth > limit:
-                return True
-            for child in item:
-                _push_child(stack, child, depth)
+    accepted anywhere, unknown fields included.
+
+    Walked a level at a time, with exact type checks (msgspec's untyped decode makes only
+    ``dict``, ``list``, ``str``, ``bytes``, ``int``, ``float``, ``bool``, ``None`` and
+    ``datetime``): it runs on every frame, and this is about twice as fast as a stack of
+    (container, depth) pairs."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for item in level:
+            children = item
+            if type(item) is dict:
+                for key in item:
+                    if type(key) is not str:
+                        raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+                children = item.values()
+            for child in children:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is datetime:
+                    raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, "ext type -1 (timestamp)")
+        level = below
+        depth += 1
     return False
-
-
-def _push_child(stack: list[tuple[Any, int]], child: Any, depth: int) -> None:
-    if isinstance(child, dict | list):
-        stack.append((child, depth + 1))
-    elif isinstance(child, datetime):
-        raise ProtocolError(ErrorCode.UNSUPPORTED_TYPE, "ext type -1 (timestamp)")
 
 
 def decode_request(frame: bytes) -> AnyRequest:
