@@ -81,6 +81,12 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
     mine = await personal.get_contact(caller, target)
     if mine is not None and mine.state == "accepted":
         return await _info(ctx, caller, target)
+    if mine is not None and mine.state == "blocked":
+        # M5: a block is lifted only by ``contacts.block`` with ``blocked`` false. A request
+        # would have overwritten the caller's blocked row and lifted it without a word.
+        raise ProtocolError(
+            ErrorCode.INVALID_STATE, "you blocked this user: unblock them before adding them"
+        )
     if mine is not None and mine.state == "pending":
         # They asked us first: adding them back accepts.
         writes = [

@@ -193,6 +193,11 @@ async def test_m5_block_refuses_direct_messages_and_contact_requests(harness: Ha
         ]
         assert await states(b) == {uid(alice): "blocked"}
         assert await states(a) == {}
+        # M5: the blocker's own request does not lift the block behind their back.
+        add_back = rq.ContactsAdd(rid=0, cmid="c5", user_id=uid(alice))
+        assert await refused(b, add_back) == ErrorCode.INVALID_STATE
+        assert await states(b) == {uid(alice): "blocked"}
+        assert await states(a) == {}
 
         await b.request(rq.ContactsBlock(rid=0, user=uid(alice), blocked=False))
         assert (await a.send(conv, "thanks")).seq == 3
