@@ -21,9 +21,9 @@ from pathlib import Path
 import msgspec
 import trio
 import trio.lowlevel
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from client.transport import open_websocket
+from client.websocket import ClientWebSocket, ConnectionClosed, HandshakeError
 from protocol.version import PROTOCOL_VERSION
 
 _EMPTY = b""
@@ -45,7 +45,7 @@ class Tally:
         }
 
 
-async def _read(ws: WebSocketConnection, tally: Tally, done: trio.CancelScope) -> None:
+async def _read(ws: ClientWebSocket, tally: Tally, done: trio.CancelScope) -> None:
     try:
         while True:
             data = await ws.get_message()

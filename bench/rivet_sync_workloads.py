@@ -29,14 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
-from trio_websocket import HandshakeError
-from wsproto.utilities import LocalProtocolError
 
 from bench.loadgen import WorkerContext, sleep_until_ns
 from bench.rivet_client import Frame, Wire, padding, probe_text
 from bench.rivet_workloads import CONNECT_CONCURRENCY, _close_all
 from bench.workloads import MAX_ERRORS_KEPT
 from client import ClientState, RivetClient, RivetError
+from client.websocket import HandshakeError
 from protocol import replies
 from protocol import requests as rq
 from protocol.events import MessageEvent
@@ -329,7 +328,7 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
                 held = False
                 up.set()
                 await _receive_live(client, device.got)
-        except (RivetError, OSError, LocalProtocolError, trio.BrokenResourceError) as exc:
+        except (RivetError, OSError, trio.BrokenResourceError) as exc:
             device.error = repr(exc)
         finally:
             if held:
@@ -379,7 +378,6 @@ async def storm_clients(ctx: WorkerContext) -> dict[str, Any]:
                         OSError,
                         RivetError,
                         HandshakeError,
-                        LocalProtocolError,
                         trio.BrokenResourceError,
                     ) as exc:
                         retries += 1

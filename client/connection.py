@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from client.transport import close_websocket, connect_websocket
+from client.transport import connect_websocket
+from client.websocket import ClientWebSocket, ConnectionClosed
 from protocol import codec
 from protocol.catalog import RESULT_TYPES, AnyEvent
 from protocol.replies import Error
@@ -89,7 +89,7 @@ class _Pending:
 
 
 class RivetConnection:
-    def __init__(self, ws: WebSocketConnection, *, max_events: int) -> None:
+    def __init__(self, ws: ClientWebSocket, *, max_events: int) -> None:
         self.ws = ws
         self._rids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -107,30 +107,32 @@ class RivetConnection:
         cls, url: str, *, max_events: int = 100_000, ssl_context: ssl.SSLContext | None = None
     ) -> AsyncIterator[RivetConnection]:
         """Connect (``ssl_context`` for ``wss://``). Errors come out as themselves (a
-        ``RivetError`` for a refusal), not wrapped in the exception groups of the nursery
+        ``HandshakeError`` for a network error or a refused upgrade, see
+        ``client/transport.py``), not wrapped in the exception groups of the nursery
         inside."""
-        # One nursery holds both readers, trio-websocket's and ours (``_read``): a second
-        # nursery per connection (``open_websocket``'s) is measurable in a reconnect storm.
+        ws = await connect_websocket(url, ssl_context=ssl_context)
+        conn = cls(ws, max_events=max_events)
+        # One nursery, one task: ``_read`` is the connection's only reader (the WebSocket
+        # has no task of its own).
         try:
             async with trio.open_nursery() as nursery:
-                ws = await connect_websocket(nursery, url, ssl_context=ssl_context)
-                conn = cls(ws, max_events=max_events)
                 nursery.start_soon(conn._read)
                 try:
                     yield conn
                 finally:
-                    # Closed while ``_read`` still runs (it ends by itself once the socket
-                    # is closed); ``_closing`` keeps it from taking our close for the
+                    # Closed while ``_read`` still runs (it sees the server's answer to our
+                    # close and ends); ``_closing`` keeps it from taking our close for the
                     # server's, as when it was cancelled before the close.
                     conn._closing = True
                     try:
-                        await close_websocket(ws)
+                        await ws.aclose()
                     finally:
                         nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _single(group)
-            # Its own cause kept (a ``HandshakeError`` names the ``OSError``), not the group.
             raise error from error.__cause__
+        finally:
+            await ws.aclose()  # no-op unless the nursery failed before the close above
 
     async def request(self, request: Request) -> Any:
         """Send ``request`` (its ``rid`` is replaced) and return the typed result."""
@@ -166,23 +168,33 @@ class RivetConnection:
         return await self.events.receive()
 
     async def _read(self) -> None:
+        """The connection's reader: each message dispatched as it is taken from the
+        WebSocket, the several of one read without a task switch between them."""
+        ws = self.ws
+        events_in = self._events_in
         try:
             while True:
-                data = await self.ws.get_message()
+                data = await ws.get_message()
                 if isinstance(data, str):
                     continue
                 frame = codec.decode_server_frame(data)
                 if isinstance(frame, _REPLIES):
                     rid = frame.rid
-                    pending = self._pending.get(rid) if rid is not None else None
+                    # Popped, not read: a close in the same read must not overwrite it.
+                    pending = self._pending.pop(rid, None) if rid is not None else None
                     if pending is not None:
                         pending.frame = frame
                         pending.done.set()
-                    elif isinstance(frame, Error):
-                        # An error without a request to match (e.g. an undecodable frame).
-                        await self._events_in.send(frame)  # type: ignore[arg-type]
-                    continue
-                await self._events_in.send(frame)
+                        continue
+                    if not isinstance(frame, Error):
+                        continue
+                    # An error without a request to match (e.g. an undecodable frame) is
+                    # an event.
+                # Backpressure: wait for room only when ``events`` is full.
+                try:
+                    events_in.send_nowait(frame)  # type: ignore[arg-type]
+                except trio.WouldBlock:
+                    await events_in.send(frame)  # type: ignore[arg-type]
         except ConnectionClosed as closed:
             if closed.reason is not None and not self._closing:
                 self.close_code = closed.reason.code
@@ -193,7 +205,7 @@ class RivetConnection:
             for pending in self._pending.values():
                 pending.frame = lost
                 pending.done.set()
-            self._events_in.close()
+            events_in.close()
 
     async def aclose(self, code: int = 1000) -> None:
         await self.ws.aclose(code)

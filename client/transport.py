@@ -1,20 +1,16 @@
-"""Opening a WebSocket to the server, with one fix over trio-websocket.
+"""Opening the SDK's WebSocket (``client/websocket.py``) from a URL: the TCP stream, TLS for
+``wss://``, then the upgrade, all within ``CONNECT_TIMEOUT``.
 
-trio-websocket 0.12 leaves the client's TCP stream open when the *server* closes the
-WebSocket first (its ``aclose`` returns early on an already-closed connection, and the
-reader task only closes the stream on an abnormal close). The socket then lingers until
-garbage collection and warns. We close the stream ourselves on exit. This reaches one
-private attribute, ``WebSocketConnection._stream``; ``tests/client/test_transport.py``
-fails if a trio-websocket upgrade removes it or fixes the leak.
+For a host that is an IP address the socket is connected directly: ``trio.open_tcp_stream``
+resolves the address and races connection attempts (happy eyeballs) in a nursery and task of
+its own, for a single address that needs neither; that cost about a quarter of the client's
+CPU for a connection in a reconnect storm. A host name goes to ``trio.open_tcp_stream``.
 
-``connect_websocket``/``close_websocket`` are ``open_websocket`` in two halves, with
-trio-websocket's reader task in a nursery of the caller's: ``RivetConnection`` runs its own
-reader in the same nursery, so a connection costs one nursery instead of two (the SDK's
-reconnect storms open thousands at once from one process). For a ``ws://`` URL whose host
-is an IP address it also connects the socket itself: ``trio.open_tcp_stream`` resolves the
-address and races connection attempts (happy eyeballs) in a nursery and task of its own,
-for a single address that needs neither; that cost about a quarter of the client's CPU for
-a connection.
+Errors, as trio-websocket's ``open_websocket_url`` raised them: ``ValueError`` for a URL
+that is not ``ws://``/``wss://`` (or an ``ssl_context`` with ``ws://``); ``HandshakeError``
+for a network or TLS error (the ``OSError`` or ``BrokenResourceError`` as its cause) or a
+malformed answer; its subclasses ``ConnectionRejected`` for a refused upgrade (status and
+body) and ``ConnectionTimeout``.
 """
 
 from __future__ import annotations
@@ -25,23 +21,110 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import trio
-from trio_websocket import (
+
+from client.websocket import (
+    MAX_MESSAGE_SIZE,
+    ClientWebSocket,
     ConnectionTimeout,
-    DisconnectionTimeout,
     HandshakeError,
-    WebSocketConnection,
-    connect_websocket_url,
-    open_websocket_url,
-    wrap_client_stream,
+    upgrade,
 )
 
-#: trio-websocket's defaults for ``open_websocket_url``, kept by ``connect_websocket`` and
-#: ``close_websocket``.
+#: trio-websocket's default, kept: the TCP connect, TLS and the upgrade together.
 CONNECT_TIMEOUT = 60.0
-DISCONNECT_TIMEOUT = 60.0
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+class Target(NamedTuple):
+    """Where a URL says to connect, and what to ask for."""
+
+    host: str
+    port: int
+    #: The ``Host`` header: the host, with the port unless it is 80 or 443 (as trio-websocket).
+    host_header: str
+    #: The request target: the path ("/" if none) and the query.
+    resource: str
+    secure: bool
+    #: The address family when ``host`` is an IP address (connected directly), else None.
+    family: int | None
+
+
+@functools.lru_cache(maxsize=64)
+def parse_url(url: str) -> Target:
+    """Cached: an app, or a load generator, connects to the same URL again and again."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+    host = parts.hostname
+    if host is None:
+        raise ValueError(f"no host in {url!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port if parts.port is not None else (443 if secure else 80)
+    resource = parts.path or "/"  # RFC 7230 §5.3.1: an empty path is sent as "/"
+    if "?" in url:
+        resource += "?" + parts.query
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        family = None
+    else:
+        family = trio.socket.AF_INET6 if address.version == 6 else trio.socket.AF_INET
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    return Target(host, port, host_header, resource, secure, family)
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    max_message_size: int = MAX_MESSAGE_SIZE,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ClientWebSocket:
+    """An open WebSocket to ``url`` (``ssl_context`` for ``wss://``; None: the system's
+    trusted CAs). The caller closes it (``aclose``). Errors: see the module's docstring."""
+    target = parse_url(url)
+    if ssl_context is not None and not target.secure:
+        raise ValueError("an ssl_context is for wss:// URLs")
+    # A bare CancelScope, not ``trio.fail_after``: one generator less per connection.
+    with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT) as scope:
+        stream: trio.abc.Stream | None = None
+        try:
+            stream = await _open_stream(target)
+            if target.secure:
+                stream = trio.SSLStream(
+                    stream,
+                    ssl_context or ssl.create_default_context(),
+                    server_hostname=target.host,
+                    https_compatible=True,
+                )
+                await stream.do_handshake()
+            return await upgrade(
+                stream,
+                host=target.host_header,
+                resource=target.resource,
+                max_message_size=max_message_size,
+            )
+        except BaseException as error:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            if isinstance(error, (OSError, trio.BrokenResourceError)):
+                raise HandshakeError(f"cannot connect to {url}: {error}") from error
+            raise
+    assert scope.cancelled_caught
+    raise ConnectionTimeout from None
+
+
+async def _open_stream(target: Target) -> trio.SocketStream:
+    if target.family is None:
+        return await trio.open_tcp_stream(target.host, target.port)
+    sock = trio.socket.socket(target.family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((target.host, target.port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 @asynccontextmanager
@@ -50,96 +133,10 @@ async def open_websocket(
     *,
     max_message_size: int = MAX_MESSAGE_SIZE,
     ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[WebSocketConnection]:
-    """``ssl_context`` for ``wss://`` URLs (None: the system's trusted CAs)."""
-    ws: WebSocketConnection | None = None
+) -> AsyncIterator[ClientWebSocket]:
+    """``connect_websocket``, closed on exit (``aclose``: the stream is always closed)."""
+    ws = await connect_websocket(url, max_message_size=max_message_size, ssl_context=ssl_context)
     try:
-        async with open_websocket_url(
-            url, ssl_context=ssl_context, max_message_size=max_message_size
-        ) as ws:
-            yield ws
+        yield ws
     finally:
-        if ws is not None:
-            await _close_stream(ws)
-
-
-async def connect_websocket(
-    nursery: trio.Nursery,
-    url: str,
-    *,
-    max_message_size: int = MAX_MESSAGE_SIZE,
-    ssl_context: ssl.SSLContext | None = None,
-) -> WebSocketConnection:
-    """Connect, with trio-websocket's reader task in ``nursery``; errors and timeout as
-    ``open_websocket`` (``HandshakeError`` for a network error, ``ConnectionTimeout``).
-    Close with ``close_websocket``."""
-    target = _direct_target(url) if ssl_context is None else None
-    # A bare CancelScope, not ``trio.fail_after``: one generator less per connection.
-    with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT) as scope:
-        try:
-            if target is None:
-                return await connect_websocket_url(
-                    nursery, url, ssl_context, max_message_size=max_message_size
-                )
-            family, host, port, host_header, resource = target
-            sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-            try:
-                await sock.connect((host, port))
-            except BaseException:
-                sock.close()
-                raise
-            return await wrap_client_stream(
-                nursery,
-                trio.SocketStream(sock),
-                host_header,
-                resource,
-                max_message_size=max_message_size,
-            )
-        except OSError as error:
-            raise HandshakeError from error
-    assert scope.cancelled_caught
-    raise ConnectionTimeout from None
-
-
-@functools.lru_cache(maxsize=64)
-def _direct_target(url: str) -> tuple[int, str, int, str, str] | None:
-    """``(family, host, port, Host header, resource)`` for a ``ws://`` URL whose host is an
-    IP address, as trio-websocket's ``connect_websocket_url`` would make them; None for any
-    other URL (left to trio-websocket, errors included). Cached: an app, or a load
-    generator, connects to the same URL again and again."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-        if parts.scheme != "ws" or host is None:
-            return None
-        address = ipaddress.ip_address(host)
-        port = parts.port if parts.port is not None else 80
-    except ValueError:
-        return None
-    resource = parts.path or "/"
-    if "?" in url:
-        resource += "?" + parts.query
-    host_header = host if port in (80, 443) else f"{host}:{port}"
-    family = trio.socket.AF_INET6 if address.version == 6 else trio.socket.AF_INET
-    return family, host, port, host_header, resource
-
-
-async def close_websocket(ws: WebSocketConnection, code: int = 1000) -> None:
-    """Close as ``open_websocket`` does on exit (``DisconnectionTimeout`` after
-    ``DISCONNECT_TIMEOUT``), and close the TCP stream if trio-websocket left it open."""
-    try:
-        with trio.CancelScope(deadline=trio.current_time() + DISCONNECT_TIMEOUT) as scope:
-            await ws.aclose(code)
-        if scope.cancelled_caught:
-            raise DisconnectionTimeout from None
-    finally:
-        await _close_stream(ws)
-
-
-async def _close_stream(ws: WebSocketConnection) -> None:
-    stream = getattr(ws, "_stream", None)
-    if isinstance(stream, trio.SocketStream) and stream.socket.fileno() == -1:
-        return  # already closed (the usual case): no shielded checkpoint needed
-    if isinstance(stream, trio.abc.AsyncResource):
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+        await ws.aclose()
