@@ -14,12 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import cast
 
 import trio
-from trio_websocket import serve_websocket
 
-from protocol import limits
 from server import encryption
 from server.account_deletion import AccountEraser
 from server.auth import ServerKeys
@@ -34,7 +31,6 @@ from server.domains import conversation_store
 from server.enterprise import EnterpriseIndex
 from server.gateway import Gateway
 from server.hub import Hub
-from server.isolation import IsolatedNursery
 from server.last_seen import LastSeen
 from server.live import LiveRuntime
 from server.maintenance import prune_idempotency_keys
@@ -54,6 +50,7 @@ from server.router import Router
 from server.services import live as live_service
 from server.services.render import entry_event
 from server.tls import server_context
+from server.transport import listener
 from storage.records import Entry
 from storage.stores import Stores
 
@@ -224,21 +221,20 @@ async def serve(
                 )
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:
-                    ws_server = await listening.start(
+                    # One task per connection, in ``handlers`` (the gateway's
+                    # serve_connection: the upgrade and TLS within the handshake deadline).
+                    port = await listening.start(
                         partial(
-                            serve_websocket,
-                            gateway.handle,
-                            config.host,
-                            config.port,
-                            tls,
-                            handler_nursery=cast(trio.Nursery, IsolatedNursery(handlers)),
-                            max_message_size=limits.MAX_FRAME_BYTES,
-                            # The HTTP upgrade (and TLS) must finish within the deadline too.
-                            connect_timeout=config.handshake_deadline,
+                            listener.serve,
+                            gateway.serve_connection,
+                            host=config.host,
+                            port=config.port,
+                            tls=tls,
+                            handler_nursery=handlers,
                         )
                     )
                     running = RunningServer(
-                        port=ws_server.port,
+                        port=port,
                         ctx=ctx,
                         gateway=gateway,
                         router=router,

@@ -3,7 +3,7 @@
 Backpressure policy (house habit 6): every frame for the client goes through one queue of
 at most ``send_queue_frames`` frames, drained by the connection's writer task; a frame
 counts until the writer has handed it to the socket. A frame that the socket takes at once
-while nothing is queued skips the queue (``server.fastwrite``); the writer task runs, in the
+while nothing is queued skips the queue (``WebSocket.write_nowait``); the writer task runs, in the
 connection's nursery, only while frames wait, and the queue itself is made when first
 needed, so an idle connection holds neither.
 
@@ -21,25 +21,18 @@ needed, so an idle connection holds neither.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from protocol.errors import CloseCode
-from server.fastwrite import FrameWriter
+from server.transport import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-
-#: Put into trio-websocket's message channel by ``Connection.wake_reader``: the gateway's
-#: reader takes it instead of a message and checks whether it should stop reading.
-READ_WAKE: Final = object()
 
 
 @dataclass(slots=True)
@@ -50,7 +43,7 @@ class CloseRequest:
 
 @dataclass(eq=False, slots=True)
 class Connection:
-    ws: WebSocketConnection
+    ws: WebSocket
     queue_frames: int
     queue_bytes: int = 4 * 1024 * 1024
     conn_id: int = field(default_factory=lambda: next(_ids))
@@ -73,11 +66,12 @@ class Connection:
     #: an idle connection holds no queue, channel, event or writer task).
     _sizes: deque[tuple[int, bool]] | None = None
     _room: trio.Event | None = None
-    # Items are frames' payloads, or the rest of a partly written frame (server.fastwrite).
+    # Items are frames' payloads, or the rest of a partly written frame (write_nowait).
     _send: trio.MemorySendChannel[bytes | memoryview] | None = None
     _recv: trio.MemoryReceiveChannel[bytes | memoryview] | None = None
-    #: Writes frames straight to the socket when nothing is queued (None: not possible).
-    _direct: FrameWriter | None = field(init=False)
+    #: ``ws`` when it is a ``WebSocket`` (None: a test's stand-in, written to with
+    #: ``send_message`` only).
+    _direct: WebSocket | None = field(init=False)
     #: Where a writer task is started when frames wait (the gateway's task nursery).
     _nursery: trio.Nursery | None = None
     #: The scope of the connection's reader, and of its writer task while one runs: what
@@ -86,6 +80,9 @@ class Connection:
     _writer_scope: trio.CancelScope | None = None
     #: A writer task is draining the queue (``_write_queued``).
     _writing: bool = False
+    #: The gateway's reader is waiting in ``ws.receive()`` (set by the gateway just around
+    #: that wait): only then may ``wake_reader`` cancel the reader's scope.
+    reading: bool = False
     #: Torn down without flushing (``close_soon(flush=False)``): nothing more is written.
     _aborted: bool = False
     #: No frame can be queued any more: ``finish_sending`` was called, or the writer found
@@ -95,7 +92,7 @@ class Connection:
     _done: trio.Event | None = None
 
     def __post_init__(self) -> None:
-        self._direct = FrameWriter.for_ws(self.ws)
+        self._direct = self.ws if isinstance(self.ws, WebSocket) else None
 
     @property
     def _receive(self) -> trio.MemoryReceiveChannel[bytes | memoryview]:
@@ -133,7 +130,8 @@ class Connection:
         item: bytes | memoryview = frame
         if not self._sizes and self._direct is not None:
             # Nothing queued and the writer idle: straight to the socket if it takes it all
-            # now, in order (server.fastwrite); else what is left goes through the queue.
+            # now, in order (WebSocket.write_nowait); else what is left goes through the
+            # queue.
             rest = self._direct.write_nowait(frame)
             if rest is None:
                 self.frames_sent += 1
@@ -202,19 +200,27 @@ class Connection:
         has first set what makes the reader stop (the gateway's drain flag, or
         ``close_request``): the reader checks those before every wait.
 
-        No cancel scope: an idle connection holding one per read costs ~0.7 KiB. The wait
-        for the next frame is trio-websocket's message channel, so ``READ_WAKE`` is put
-        into that channel (``WebSocketConnection._send_channel``, pinned by
-        ``tests/server/test_gateway_read.py``). If the channel is full a message is waiting
-        and the reader is not blocked on it; if it is closed, the reader finds it closed."""
+        The wait for the next frame is ended by cancelling the reader's scope, the one the
+        connection holds anyway (``bind``; no scope per read: ~0.7 KiB each for an idle
+        connection), and only while the reader waits in ``ws.receive()`` (``reading``).
+        trio delivers a cancel at a checkpoint, and ``receive`` returns a message it has
+        read without one, so a message read is never lost to the cancel: the gateway sees
+        ``cancel_called`` and stops before handling it (it was never started, so never
+        acknowledged: the client sends it again after reconnecting)."""
         if self._room is not None:
             self._room.set()
-        channel = getattr(self.ws, "_send_channel", None)
-        if channel is not None:
-            with contextlib.suppress(
-                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
-                channel.send_nowait(READ_WAKE)
+        if self.reading and self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def reader_cancelled(self) -> bool:
+        """The reader's scope was cancelled (``wake_reader``, ``close_soon``)."""
+        return self._scope is not None and self._scope.cancel_called
+
+    @property
+    def aborted(self) -> bool:
+        """Torn down without flushing (``close_soon(flush=False)``)."""
+        return self._aborted
 
     def bind(self, scope: trio.CancelScope, nursery: trio.Nursery | None) -> None:
         """The reader's scope, which ``close_soon`` without flush cancels, and the nursery

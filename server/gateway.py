@@ -1,11 +1,14 @@
-"""The WebSocket gateway: accept, handshake deadline, one reader per connection, close.
+"""The WebSocket gateway: upgrade, handshake deadline, one task per connection, close.
 
-Each connection has one task of its own: the reader (this module: frames in, through the
-router, one at a time so a device's requests keep their order). A writer task
+Each connection has one task of its own (``serve_connection``, started by
+``server.transport.listener``): the HTTP upgrade, then the reader (frames in, through the
+router, one at a time so a device's requests keep their order), then the close. It reads
+the socket itself (``WebSocket.receive``: no reader task, no channel), so messages that
+arrive together are handled one after another without a task switch. A writer task
 (``Connection``: the bounded send queue out to the socket) runs only while frames wait in
 that queue (most go straight to the socket), and one heartbeat pings every connection
 (``server.heartbeat``); both live in the gateway's task nursery (``Gateway.run``, in the
-app's background nursery), and a connection's writer ends before its handler does. When the
+app's background nursery), and a connection's writer ends before its task does. When the
 reader ends, or ``Connection.close_soon`` is called, the writer stops and the socket is
 closed with the requested code.
 
@@ -18,17 +21,19 @@ from __future__ import annotations
 import logging
 
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest
 
+from protocol import limits
 from protocol.errors import CloseCode
 from server.admission import refuse_upgrade
-from server.connection import READ_WAKE, Connection
+from server.connection import Connection
 from server.context import Context
-from server.fastwrite import release_handshake
 from server.heartbeat import Heartbeat
 from server.metrics import METRICS
 from server.router import Router
 from server.services import presence
+from server.transport import ConnectionClosed, WebSocket
+from server.transport.handshake import read_upgrade
+from server.transport.listener import connection_failed
 
 log = logging.getLogger(__name__)
 
@@ -65,74 +70,112 @@ class Gateway:
             finally:
                 self._tasks = None
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        """trio-websocket's handler: one call per client, for the connection's lifetime.
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """The task of one accepted connection, for its whole life: upgrade, read, close.
 
-        The read loop is written out here rather than in helpers: an idle connection waits
-        in this frame, and each coroutine between it and the wait would be held for the
-        connection's life (~250 B each)."""
-        config = self.ctx.config
-        refusal = refuse_upgrade(
-            path=request.path,
-            headers=request.headers,
-            config=config,
-            open_connections=len(self._connections),
-            draining=self._draining,
-        )
-        if refusal is not None:
-            METRICS.upgrades_refused.inc(refusal.reason)
-            await request.reject(refusal.status, body=refusal.body)
-            return
-        ws = await request.accept()
-        release_handshake(ws)  # the HTTP upgrade's state is not kept for the connection's life
-        self.accepted += 1
-        METRICS.connections_accepted.inc()
-        conn = Connection(
-            ws=ws, queue_frames=config.send_queue_frames, queue_bytes=config.send_queue_bytes
-        )
-        self._connections.add(conn)
-        self.heartbeat.add(conn)
+        Nothing escapes it but cancellation (``server.transport.listener``: one
+        connection's failure must not end the others), and the stream is closed at the end
+        whatever happens. The read loop is written out here rather than in helpers: an idle
+        connection waits in this frame, and each coroutine between it and the wait would be
+        held for the connection's life (~250 B each)."""
         try:
-            if self._tasks is None:
-                raise RuntimeError("the gateway is not running (Gateway.run)")
-            with trio.CancelScope() as scope:
-                # What close_soon without flush cancels, even mid-request.
-                conn.bind(scope, self._tasks)
-                if await self._handshake(conn) and self._within_user_limit(conn):
-                    if self.ctx.hub.attach(conn):
-                        await presence.announce(self.ctx, conn.user_id or 0, online=True)
-                    # ``_read_frame``, written out (see above) for the connection's life.
-                    while not (self._draining or conn.close_request is not None):
-                        try:
-                            if conn.queued_bytes > conn.queue_bytes:
-                                # Backpressure on replies: no next request while the queue
-                                # is over its bound (drain and close_soon end the wait too).
-                                await conn.wait_send_room()
-                                continue
-                            message = await ws._recv_channel.receive()
-                        except (trio.EndOfChannel, trio.ClosedResourceError):
-                            break  # the peer left, or the socket is closing
-                        if message is not READ_WAKE and not await self._handle(conn, message):
-                            break
-                # Reading stopped (closing, drain, or the peer left): queued replies go out
-                # first.
-                conn.finish_sending()
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    await conn.wait_sent()
-        finally:
-            # Nothing more is queued, and the writer (if any) ends before the handler.
-            conn.finish_sending()
-            conn.stop_writer()
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                await conn.wait_sent()
-            self.heartbeat.discard(conn)
-            self._connections.discard(conn)
-            if self._draining and not self._connections:
-                self._all_closed.set()
-            self.router.forget(conn)
-            self.ctx.org_feeds.forget(conn)
-            await self._leave(conn)
-            await self._close(ws, conn)
+            try:
+                ws = await self._upgrade(stream)
+                if ws is None:
+                    return
+                config = self.ctx.config
+                self.accepted += 1
+                METRICS.connections_accepted.inc()
+                conn = Connection(
+                    ws=ws,
+                    queue_frames=config.send_queue_frames,
+                    queue_bytes=config.send_queue_bytes,
+                )
+                self._connections.add(conn)
+                self.heartbeat.add(conn)
+                try:
+                    if self._tasks is None:
+                        raise RuntimeError("the gateway is not running (Gateway.run)")
+                    with trio.CancelScope() as scope:
+                        # What close_soon without flush cancels, even mid-request; and what
+                        # wake_reader cancels while the reader waits for a frame.
+                        conn.bind(scope, self._tasks)
+                        if await self._handshake(conn) and self._within_user_limit(conn):
+                            if self.ctx.hub.attach(conn):
+                                await presence.announce(self.ctx, conn.user_id or 0, online=True)
+                            # ``_read_frame``, written out (see above) for the connection's
+                            # life.
+                            while not (self._draining or conn.close_request is not None):
+                                if conn.queued_bytes > conn.queue_bytes:
+                                    # Backpressure on replies: no next request while the
+                                    # queue is over its bound (drain and close_soon end the
+                                    # wait too).
+                                    await conn.wait_send_room()
+                                    continue
+                                conn.reading = True
+                                try:
+                                    message = await ws.receive()
+                                except ConnectionClosed:
+                                    break  # the peer left, or broke the protocol
+                                finally:
+                                    conn.reading = False
+                                if scope.cancel_called:
+                                    # Woken (drain, close_soon) as the message came in: it
+                                    # was never started, so never acknowledged; the client
+                                    # sends it again after reconnecting.
+                                    break
+                                if not await self._handle(conn, message):
+                                    break
+                    if not conn.aborted:
+                        # Reading stopped (closing, drain, or the peer left): queued
+                        # replies go out first.
+                        conn.finish_sending()
+                        with trio.move_on_after(CLOSE_TIMEOUT):
+                            await conn.wait_sent()
+                finally:
+                    # Nothing more is queued, and the writer (if any) ends before the task.
+                    conn.finish_sending()
+                    conn.stop_writer()
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await conn.wait_sent()
+                    self.heartbeat.discard(conn)
+                    self._connections.discard(conn)
+                    if self._draining and not self._connections:
+                        self._all_closed.set()
+                    self.router.forget(conn)
+                    self.ctx.org_feeds.forget(conn)
+                    await self._leave(conn)
+                    await self._close(ws, conn)
+            finally:
+                await trio.aclose_forcefully(stream)
+        except* Exception as group:
+            connection_failed(group)
+
+    async def _upgrade(self, stream: trio.abc.Stream) -> WebSocket | None:
+        """The HTTP upgrade (and the TLS handshake before it) within the handshake
+        deadline, refused here for what ``server.admission`` decides from the request.
+        ``None``: no connection (refused, not an upgrade, or too slow: the caller closes
+        the stream)."""
+        with trio.move_on_after(self.ctx.config.handshake_deadline):
+            upgrade = await read_upgrade(stream)
+            if upgrade is None:
+                return None
+            refusal = refuse_upgrade(
+                path=upgrade.path,
+                headers=upgrade.headers,
+                config=self.ctx.config,
+                open_connections=len(self._connections),
+                draining=self._draining,
+            )
+            if refusal is not None:
+                METRICS.upgrades_refused.inc(refusal.reason)
+                await upgrade.reject(refusal.status, refusal.body)
+                return None
+            try:
+                return await upgrade.accept(max_message_size=limits.MAX_FRAME_BYTES)
+            except ConnectionClosed:
+                return None  # the peer left before the 101 went out
+        return None
 
     async def _handshake(self, conn: Connection) -> bool:
         """Read frames until the connection authenticates, within the deadline."""
@@ -157,25 +200,26 @@ class Gateway:
 
     async def _read_frame(self, conn: Connection) -> str | bytes | None:
         """The next frame, or None when the connection should stop reading: drain, a close
-        requested, or the peer gone. Used while authenticating; ``handle`` has the same
-        loop written out for the connection's life.
+        requested, or the peer gone. Used while authenticating; ``serve_connection`` has
+        the same loop written out for the connection's life.
 
-        It waits without a cancel scope, so that shutdown stops reading without cancelling
-        a request in flight: drain and ``close_soon`` wake the wait
-        (``Connection.wake_reader``: ``READ_WAKE`` in trio-websocket's message channel,
-        ``_recv_channel``, the one ``get_message`` takes from; both pinned by
-        ``tests/server/test_gateway_read.py``), and the reader checks why before every wait.
-        """
+        The wait is ended by ``Connection.wake_reader``, which cancels the connection's
+        scope only while ``conn.reading``: the reader checks why before every wait, and
+        after it whether the scope was cancelled as the frame came in (see there)."""
         while not (self._draining or conn.close_request is not None):
+            if conn.queued_bytes > conn.queue_bytes:
+                await conn.wait_send_room()
+                continue
+            conn.reading = True
             try:
-                if conn.queued_bytes > conn.queue_bytes:
-                    await conn.wait_send_room()
-                    continue
-                message = await conn.ws._recv_channel.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
+                message = await conn.ws.receive()
+            except ConnectionClosed:
                 return None
-            if message is not READ_WAKE:
-                return message
+            finally:
+                conn.reading = False
+            if conn.reader_cancelled:
+                return None
+            return message
         return None
 
     async def _handle(self, conn: Connection, message: str | bytes) -> bool:
@@ -198,7 +242,7 @@ class Gateway:
                 except Exception:
                     log.exception("presence announcement failed")
 
-    async def _close(self, ws: WebSocketConnection, conn: Connection) -> None:
+    async def _close(self, ws: WebSocket, conn: Connection) -> None:
         request = conn.close_request
         code, reason = (request.code, request.reason) if request else (1000, "")
         if self._draining and request is None:

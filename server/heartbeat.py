@@ -17,11 +17,11 @@ import logging
 from collections import deque
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from protocol.errors import CloseCode
 from server.config import Config
 from server.connection import Connection
+from server.transport import ConnectionClosed
 
 log = logging.getLogger(__name__)
 

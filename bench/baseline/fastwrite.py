@@ -49,7 +49,7 @@ from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 from wsproto.connection import ConnectionState
 
 # The frame header is the server's (RFC 6455 §5.2): one implementation, measured on both sides.
-from server.fastwrite import OPCODE_TEXT, frame_header
+from server.transport.frames import OPCODE_TEXT, frame_header
 
 __all__ = ["binary_frame", "frame_header", "send_frame", "text_frame"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from trio_websocket import CloseReason, ConnectionClosed
 
 from protocol.errors import CloseCode
 from server.connection import Connection
+from server.transport import ConnectionClosed
 
 
 class _Socket:
@@ -92,7 +92,7 @@ class _DeadSocket:
 
     async def send_message(self, frame: bytes) -> None:
         await trio.lowlevel.checkpoint()
-        raise ConnectionClosed(CloseReason(1006, "reset"))
+        raise ConnectionClosed(1006, "reset")
 
 
 async def test_a_reader_waiting_for_room_goes_on_when_the_socket_dies() -> None:
