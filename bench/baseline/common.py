@@ -35,7 +35,7 @@ def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespa
     return parser.parse_args(argv)
 
 
-def _stop_signals() -> None:
+def stop_signals() -> None:
     """SIGINT and SIGTERM both end the server cleanly.
 
     A process started in the background by a non-interactive shell inherits SIGINT as
@@ -52,7 +52,7 @@ def serve_main(
     """Parse the command line and serve until SIGINT; returns the exit status."""
     args = parse_args(f"bare trio-websocket {name} server (Rivet bench baseline)", argv)
     raise_nofile_limit()
-    _stop_signals()
+    stop_signals()
     handler = make_handler(args.fast_write)
 
     async def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import patterns
 from bench.context import CaseResult, RunContext
-from bench.scenarios.baseline import server_spec
+from bench.scenarios.baseline import TRANSPORT_ECHO, server_spec
 
 DURATION = 5.0
 WARMUP = 1.0
@@ -56,6 +56,12 @@ def load(
 
 def bare_echo(ctx: RunContext, load: patterns.Load, label: str) -> CaseResult:
     with ctx.server(server_spec("echo_server", False)) as server:
+        return patterns.request_reply(ctx, server, load, label=label)
+
+
+def transport_echo(ctx: RunContext, load: patterns.Load, label: str) -> CaseResult:
+    """The echo over Rivet's own transport (no features): that transport's ceiling."""
+    with ctx.server(TRANSPORT_ECHO) as server:
         return patterns.request_reply(ctx, server, load, label=label)
 
 

@@ -4,6 +4,9 @@ Cases (``--case`` picks some):
 
 * ``echo-plain`` / ``echo-fast``: ``bench.baseline.echo_server`` with ``send_message``, or
   with ``--fast-write``; closed loop, ``window`` messages in flight per connection.
+* ``echo-transport``: ``bench.baseline.transport_echo``, the same echo over the transport
+  Rivet's server runs on (``server.transport``: wsproto driven from the connection's one
+  task, frames written straight to the socket): that transport's ceiling.
 * ``broadcast-plain`` / ``broadcast-fast``: ``bench.baseline.broadcast_server``; one
   publisher, ``connections`` subscribers; units are deliveries.
 * ``connections``: ``connections`` idle connections to the plain echo server, opened all at
@@ -36,14 +39,19 @@ WARMUP = 1.0
 PAYLOAD_SIZE = 128
 
 
-def server_spec(module: str, fast_write: bool) -> ServerSpec:
+def server_spec(module: str, fast_write: bool, *, name: str | None = None) -> ServerSpec:
     """A bare server started as ``python -m bench.baseline.MODULE``."""
     argv = ["{python}", "-m", f"bench.baseline.{module}", "--host", "{host}", "--port", "{port}"]
     if fast_write:
         argv.append("--fast-write")
     pythonpath = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
-    name = f"{module.removesuffix('_server')}-{'fast' if fast_write else 'plain'}"
+    if name is None:
+        name = f"{module.removesuffix('_server')}-{'fast' if fast_write else 'plain'}"
     return ServerSpec(name, tuple(argv), env={"PYTHONPATH": pythonpath})
+
+
+#: The echo over Rivet's own transport (``bench.baseline.transport_echo``).
+TRANSPORT_ECHO = server_spec("transport_echo", False, name="echo-transport")
 
 
 def _load(
@@ -79,6 +87,12 @@ def _echo(fast_write: bool) -> CaseFn:
     return run
 
 
+def _transport_echo(ctx: RunContext) -> CaseResult:
+    load = _load(ctx, ECHO_CONNECTIONS, ECHO_MESSAGES_TINY, window=1)
+    with ctx.server(TRANSPORT_ECHO) as server:
+        return patterns.request_reply(ctx, server, load, label="echo-transport")
+
+
 def _broadcast(fast_write: bool) -> CaseFn:
     def run(ctx: RunContext) -> CaseResult:
         load = _load(ctx, BROADCAST_SUBSCRIBERS, BROADCAST_MESSAGES_TINY, window=4)
@@ -103,6 +117,12 @@ def baseline_cases(options: Options) -> list[Case]:
     return [
         Case("echo-plain", "echo, send_message", _echo(False)),
         Case("echo-fast", "echo, pre-built frame written to the socket", _echo(True), "echo-plain"),
+        Case(
+            "echo-transport",
+            "echo over Rivet's own transport (server.transport), no features",
+            _transport_echo,
+            "echo-plain",
+        ),
         Case("broadcast-plain", "1 publisher to N subscribers, send_message", _broadcast(False)),
         Case(
             "broadcast-fast",

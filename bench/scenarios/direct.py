@@ -3,6 +3,8 @@
 Cases (``--case`` picks some; ``--connections`` counts connections, two per pair):
 
 * ``echo-plain``: the bare trio-websocket echo, same connections and window: the reference.
+* ``echo-transport``: the same echo over Rivet's own transport (``server.transport``), no
+  features: how far Rivet is from the transport it runs on (its ratio is to ``echo-plain``).
 * ``rivet``: ``connections / 2`` pairs, each connection sending ``msg.send`` into its pair's
   single chat with ``window`` messages not yet acknowledged (closed loop, as fast as the
   server goes). Acks come only after the commit (SQLite, ``synchronous=FULL``); the unit is
@@ -19,7 +21,7 @@ from bench import patterns
 from bench.context import CaseResult, Options, RunContext
 from bench.rivet_server import rivet_spec, users_of
 from bench.scenarios import Case, CaseFn, register
-from bench.scenarios._rivet import bare_echo, load
+from bench.scenarios._rivet import bare_echo, load, transport_echo
 
 CONNECTIONS = (32, 4)  # (normal, tiny): two per pair
 WINDOW = 4
@@ -54,6 +56,12 @@ def _echo(half: bool) -> CaseFn:
         return result
 
     return run
+
+
+def _transport_echo(ctx: RunContext) -> CaseResult:
+    n = _connections(ctx)
+    shape = load(ctx, connections=n, tiny_messages=TINY_MESSAGES, window=WINDOW, rate=None)
+    return transport_echo(ctx, shape, "echo-transport")
 
 
 def _rivet(half: bool) -> CaseFn:
@@ -116,6 +124,12 @@ def _rivet(half: bool) -> CaseFn:
 def direct_cases(options: Options) -> list[Case]:
     return [
         Case("echo-plain", "bare echo, same connections and window", _echo(False)),
+        Case(
+            "echo-transport",
+            "echo over Rivet's own transport, same connections and window",
+            _transport_echo,
+            "echo-plain",
+        ),
         Case(
             "rivet",
             "N/2 pairs chatting 1:1, window in flight, acked after commit, delivered",

@@ -18,7 +18,14 @@ import pytest
 from bench import report
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = ["echo-plain", "echo-fast", "broadcast-plain", "broadcast-fast", "connections"]
+CASES = [
+    "echo-plain",
+    "echo-fast",
+    "echo-transport",
+    "broadcast-plain",
+    "broadcast-fast",
+    "connections",
+]
 # --tiny sizes (bench/scenarios/baseline.py)
 ECHO_MESSAGES = 4 * 50
 PUBLISHED, SUBSCRIBERS = 40, 8
@@ -83,7 +90,7 @@ def test_every_case_has_the_standard_figures(tiny: tuple[Any, dict[str, Any]], n
     assert case["runs"][0]["series"]["latency"], "no time series for the plots"
 
 
-@pytest.mark.parametrize("name", ["echo-plain", "echo-fast"])
+@pytest.mark.parametrize("name", ["echo-plain", "echo-fast", "echo-transport"])
 def test_every_echo_came_back_exactly_once(tiny: tuple[Any, dict[str, Any]], name: str) -> None:
     _, doc = tiny
     c = _case(doc, name)["runs"][0]["correctness"]
@@ -131,11 +138,15 @@ def test_table_and_ratios_are_printed(tiny: tuple[Any, dict[str, Any]]) -> None:
     assert "ratios" in proc.stdout
     assert doc["pinning"]["note"] in proc.stdout
     pairs = {(r["case"], r["reference"]) for r in doc["ratios"]}
-    assert pairs == {("echo-fast", "echo-plain"), ("broadcast-fast", "broadcast-plain")}
+    assert pairs == {
+        ("echo-fast", "echo-plain"),
+        ("echo-transport", "echo-plain"),
+        ("broadcast-fast", "broadcast-plain"),
+    }
     # A tiny run may see no CPU tick (10 ms) at all, so a CPU ratio may be 0 or missing.
     assert all(r["ratio"] is None or r["ratio"] >= 0 for r in doc["ratios"])
     throughput = [r for r in doc["ratios"] if r["figure"] == "throughput"]
-    assert len(throughput) == 2 and all(r["ratio"] > 0 for r in throughput)
+    assert len(throughput) == 3 and all(r["ratio"] > 0 for r in throughput)
 
 
 def test_plots(tiny: tuple[Any, dict[str, Any]], tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def test_direct(tmp_path: Path) -> None:
     doc = _tiny("direct", tmp_path)
     assert [c["name"] for c in doc["cases"]] == [
         "echo-plain",
+        "echo-transport",
         "rivet",
         "echo-plain-half",
         "rivet-half",
@@ -69,8 +70,13 @@ def test_direct(tmp_path: Path) -> None:
         assert c["unacked"] == c["ack_duplicated"] == c["ack_unexpected"] == 0
     half = _run(doc, "rivet-half")["figures"]
     assert half["offered_rate"] == _run(doc, "echo-plain-half")["figures"]["offered_rate"] > 0
+    _zero(_run(doc, "echo-transport")["correctness"])
     pairs = {(r["case"], r["reference"]) for r in doc["ratios"]}
-    assert pairs == {("rivet", "echo-plain"), ("rivet-half", "echo-plain-half")}
+    assert pairs == {
+        ("echo-transport", "echo-plain"),
+        ("rivet", "echo-plain"),
+        ("rivet-half", "echo-plain-half"),
+    }
 
 
 def test_group(tmp_path: Path) -> None:

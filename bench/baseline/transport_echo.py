@@ -1,0 +1,77 @@
+"""Echo over Rivet's own WebSocket transport (``server.transport``), with no features.
+
+``python -m bench.baseline.transport_echo --port 8765``
+
+The server left trio-websocket for a transport of its own on wsproto (one task per
+connection, frames written straight to the socket). The reference of every target stays the
+bare trio-websocket echo (``echo_server``); this echo shows the ceiling of the transport
+Rivet now runs on, so the distance between Rivet and its own transport stays visible: the
+same upgrade, ``WebSocket.receive`` and ``write_nowait`` as the gateway, and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from bench.baseline.common import parse_args, raise_nofile_limit, stop_signals
+from protocol import limits
+from server.transport.handshake import read_upgrade
+from server.transport.listener import serve
+from server.transport.websocket import ConnectionClosed
+
+#: As the gateway: the whole upgrade within this many seconds.
+UPGRADE_SECONDS = 10.0
+
+
+async def echo(stream: trio.abc.Stream) -> None:
+    """One connection: upgrade, then every binary message back to its sender."""
+    try:
+        with trio.move_on_after(UPGRADE_SECONDS):
+            upgrade = await read_upgrade(stream)
+        if upgrade is None:
+            return
+        ws = await upgrade.accept(max_message_size=limits.MAX_FRAME_BYTES)
+        while True:
+            message = await ws.receive()
+            if isinstance(message, str):
+                continue  # the load generator sends binary frames only
+            rest = ws.write_nowait(message)
+            if rest is not None:  # not taken whole: the awaited path, in order
+                await ws.write(rest)
+    except ConnectionClosed:
+        return
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args("echo over Rivet's own transport (Rivet bench baseline)", argv)
+    raise_nofile_limit()
+    stop_signals()
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                lambda task_status: serve(
+                    echo,
+                    host=args.host,
+                    port=args.port,
+                    tls=None,
+                    handler_nursery=nursery,
+                    task_status=task_status,
+                )
+            )
+            print(f"transport echo listening on ws://{args.host}:{port}", flush=True)
+
+    try:
+        trio.run(run)
+    except* KeyboardInterrupt:  # SIGINT is how the harness stops a server
+        print("transport echo stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
