@@ -8,11 +8,12 @@ size instead; ``--tiny`` 8):
 * ``broadcast-fast-N``: the same with one pre-built frame written straight to each socket
   (``bench.baseline.fastwrite``): the second baseline, the transport's floor.
 * ``rivet-N``: a group of N + 1 members (made through the server before the run), the
-  publisher one of them; each ``msg.send`` is committed, acknowledged and delivered to every
-  member's connection. The unit is a delivery to a member other than the sender (the
-  sender's own copy is not counted, as the bare publisher's echo is not); ``--window``
-  bounds the messages not yet delivered to every member, end to end, as for the bare
-  publisher.
+  publisher one of them, or of N members (the publisher and N - 1 others) where N + 1 would
+  pass the protocol's largest group (``MAX_GROUP_MEMBER_LIMIT``, 10,000). Each
+  ``msg.send`` is committed, acknowledged and delivered to every member's connection. The
+  unit is a delivery to a member other than the sender (the sender's own copy is not
+  counted, as the bare publisher's echo is not); ``--window`` bounds the messages not yet
+  delivered to every member, end to end, as for the bare publisher.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bench.context import CaseResult, Options, RunContext
 from bench.rivet_server import create_group, rivet_spec, users_of
 from bench.scenarios import Case, CaseFn, register
 from bench.scenarios._rivet import bare_broadcast, connect_timeout, load
+from protocol import limits
 
 SIZES = (1000, 10_000)
 TINY_SIZE = 8
@@ -51,12 +53,14 @@ def _bare(size: int, fast: bool) -> CaseFn:
 
 def _rivet(size: int) -> CaseFn:
     def run(ctx: RunContext) -> CaseResult:
-        shape = _shape(ctx, size)
+        others = min(size, limits.MAX_GROUP_MEMBER_LIMIT - 1)
+        shape = _shape(ctx, others)
+        group = others + 1
         spec = rivet_spec(
-            f"rivet-group-{size}", users=size + 1, group_members=size + 1, connections=size + 1
+            f"rivet-group-{size}", users=group, group_members=group, connections=group
         )
         with ctx.server(spec) as server:
-            publisher, *members = users_of(ctx, server, size + 1)
+            publisher, *members = users_of(ctx, server, group)
             conv = create_group(server.url, publisher, [m.user_id for m in members])
 
             def extra(role: str, first: int, count: int) -> dict[str, object]:
@@ -77,7 +81,7 @@ def _rivet(size: int) -> CaseFn:
                 extra=extra,
                 connect_timeout=connect_timeout(size),
             )
-        result.figures["group_members"] = size + 1
+        result.figures["group_members"] = group
         return result
 
     return run
