@@ -5,8 +5,6 @@ capacity 503), the deadline for the HTTP upgrade itself, the per-user connection
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -15,10 +13,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from client import ClientState, RivetClient
 from client.connection import ConnectionLost
@@ -27,6 +21,7 @@ from protocol import requests as rq
 from protocol.errors import CloseCode
 from server.app import RunningServer, serve
 from server.notify.memory import MemoryNotifier
+from tests.certificates import self_signed_files
 from tests.e2e.conftest import Harness, make_config
 from tests.e2e.waiting import wait_until
 
@@ -147,41 +142,8 @@ def _copy(state: ClientState) -> ClientState:
     )
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 async def test_built_in_tls_serves_wss(nursery: trio.Nursery, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_files(tmp_path)
     notifier = MemoryNotifier()
     config = make_config(tmp_path, tls_cert=cert, tls_key=key, handshake_deadline=1.0)
     running: RunningServer = await nursery.start(partial(serve, config, notifier=notifier))

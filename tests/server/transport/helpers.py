@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import os
 import ssl
 from collections.abc import Awaitable, Callable
@@ -13,14 +11,11 @@ from typing import ClassVar
 
 import trio
 import wsproto
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from wsproto.events import AcceptConnection, Request
 
 from server.transport import WebSocket, listener
 from server.transport.handshake import read_upgrade
+from tests.certificates import self_signed_files
 
 MAX_MESSAGE = 64 * 1024
 DEADLINE = 1.0
@@ -144,32 +139,7 @@ class RawClient:
 def self_signed(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a self-signed certificate for 127.0.0.1, and a client
     context that trusts it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed_files(directory)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(certfile=str(cert_path), keyfile=str(key_path))
     return server, ssl.create_default_context(cafile=str(cert_path))
