@@ -127,6 +127,11 @@ class Connection:
         self._queue(frame, event=False)
 
     def _queue(self, frame: bytes, *, event: bool) -> None:
+        if self._aborted:
+            # Torn down without flush (a slow consumer): what was queued is dropped, and a
+            # later frame must not reach the socket either, or the client would see the
+            # events after a hole (the hub still knows the connection until it detaches).
+            return
         item: bytes | memoryview = frame
         if not self._sizes and self._direct is not None:
             # Nothing queued and the writer idle: straight to the socket if it takes it all

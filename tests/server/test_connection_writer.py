@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 import trio
 import trio.testing
+from wsproto.connection import Connection as Protocol
+from wsproto.connection import ConnectionType
 
 from protocol.errors import CloseCode
 from server.connection import Connection
-from server.transport import ConnectionClosed
+from server.transport import ConnectionClosed, WebSocket
 
 
 class _Socket:
@@ -111,3 +116,42 @@ async def test_a_reader_waiting_for_room_goes_on_when_the_socket_dies() -> None:
             await conn.wait_sent()
     assert conn.queued_bytes == conn.event_bytes == 0
     assert conn.frames_sent == 0
+
+
+async def test_after_a_slow_consumer_is_torn_down_no_later_frame_reaches_the_socket() -> None:
+    """Found in review: the abort dropped the queued events and zeroed the byte counts, so a
+    later event passed the bound, found the queue empty and went straight to the socket
+    once the peer read a little: the client saw events after a hole."""
+    server_side, peer = socket.socketpair()
+    with server_side, peer:
+        for sock in (server_side, peer):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(server_side))
+        ws = WebSocket(stream, Protocol(ConnectionType.SERVER), max_message_size=1 << 20)
+        conn = Connection(ws=ws, queue_frames=1024, queue_bytes=64 * 1024)
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+                conn.bind(scope, nursery)
+                sent = 0
+                while conn.close_request is None:  # the peer reads nothing
+                    conn.send_nowait(b"x" * 1000)
+                    sent += 1
+                    if sent % 10 == 0:
+                        await trio.lowlevel.checkpoint()
+            assert conn.close_request.code == CloseCode.SLOW_CONSUMER
+            await trio.testing.wait_all_tasks_blocked()  # the writer task has ended
+            peer.setblocking(False)
+            drained = 0
+            while True:  # the peer reads what reached it, making room in the socket
+                try:
+                    drained += len(peer.recv(65536))
+                except BlockingIOError:
+                    break
+            assert drained > 0
+            before = conn.frames_sent
+            conn.send_nowait(b"after the abort")
+            assert conn.frames_sent == before
+            with pytest.raises(BlockingIOError):
+                peer.recv(65536)  # nothing more was written
+            nursery.cancel_scope.cancel()
