@@ -40,7 +40,8 @@ from server.transport.frames import frame
 __all__ = ["CLOSE_REPLY_TIMEOUT", "CONTROL_TIMEOUT", "ConnectionClosed", "WebSocket"]
 
 #: How long a control frame (pong, close, ping) may take to go out before the stream is
-#: aborted: it is sent shielded, so this is what bounds a cancelled sender.
+#: aborted: it is sent shielded, so this (or the caller's deadline, if sooner) is what
+#: bounds a cancelled sender.
 CONTROL_TIMEOUT: Final = 5.0
 #: How long ``aclose`` reads for the peer's close reply (RFC 6455 §7.1.1: the server
 #: closes the TCP connection after the closing handshake).
@@ -261,7 +262,13 @@ class WebSocket:
                 elif state is not _OPEN or self._close is not None:
                     return False
                 data = self._proto.send(event)
-                with trio.move_on_after(CONTROL_TIMEOUT, shield=True) as scope:
+                # Shielded from cancellation, but never past the caller's own deadline (the
+                # gateway gives a close 2 s, the heartbeat a ping one interval): a shield
+                # would otherwise hold the caller up to CONTROL_TIMEOUT past it.
+                deadline = min(
+                    trio.current_time() + CONTROL_TIMEOUT, trio.current_effective_deadline()
+                )
+                with trio.CancelScope(deadline=deadline, shield=True) as scope:
                     await self._send_all(data)
                 if scope.cancelled_caught:
                     await self._abort("a control frame timed out")

@@ -4,6 +4,7 @@ frames whole and in order, also across a partial write and under TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import open_websocket
+from wsproto.connection import Connection as Protocol
+from wsproto.connection import ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -385,3 +389,29 @@ async def test_tls_round_trip_goes_through_the_awaited_path(tmp_path: Path) -> N
                 assert await client.get_message() == b"secret"
             nursery.cancel_scope.cancel()
     assert outcome == [b"secret"]
+
+
+async def test_a_close_to_a_peer_that_reads_nothing_keeps_to_the_callers_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found in review: the close frame is sent shielded (half a frame must never be left
+    on the wire), and the shield held the gateway's 2 s close for CONTROL_TIMEOUT (5 s).
+    Here the socket's buffers are full, so the close frame cannot go out: ``aclose`` under
+    a shielded 0.5 s deadline (as the gateway's ``_close``) gives up then and aborts."""
+    server_side, peer = socket.socketpair()
+    with server_side, peer:
+        for sock in (server_side, peer):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server_side.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # fill both buffers without touching the WebSocket's state
+                server_side.send(bytes(4096))
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(server_side))
+        ws = WebSocket(stream, Protocol(ConnectionType.SERVER), max_message_size=MAX_MESSAGE)
+        started = trio.current_time()
+        with trio.move_on_after(0.5) as scope:
+            scope.shield = True
+            await ws.aclose(1001, "going away")
+        assert trio.current_time() - started == pytest.approx(0.5)  # not CONTROL_TIMEOUT
+        assert ws.closed
