@@ -84,20 +84,19 @@ class WriterStatistics:
 class _Job(Generic[T]):
     """One named transaction body, and what came of it."""
 
-    __slots__ = ("committed", "error", "fn", "name", "result", "waiter")
+    __slots__ = ("answered", "committed", "error", "fn", "name", "result", "waiter")
 
-    def __init__(
-        self, name: str, fn: Callable[[sqlite3.Connection], T], waiter: trio.lowlevel.Task
-    ) -> None:
+    def __init__(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> None:
         self.name = name
         self.fn = fn
         #: Meaningful only when ``error`` is None once the job is answered.
         self.result: T
         self.error: BaseException | None = None
         self.committed = False
-        #: The caller's task, rescheduled in the trio thread once the batch holding this
-        #: job is answered.
-        self.waiter = waiter
+        #: Set in the trio thread once the batch holding this job is answered.
+        self.answered = False
+        #: The caller's task while it waits for the answer (rescheduled by ``_answer``).
+        self.waiter: trio.lowlevel.Task | None = None
 
 
 @dataclass(slots=True)
@@ -167,7 +166,7 @@ class SqliteWriter:
         if self._closing:
             self._room.release()
             raise StoreClosed(f"the {self._name} database is closed")
-        job = _Job(name, fn, trio.lowlevel.current_task())
+        job = _Job(name, fn)
         pending = self._pending
         pending.append(job)
         if len(pending) == 1:
@@ -175,9 +174,11 @@ class SqliteWriter:
             # theirs meanwhile, then the writer thread gets them all with one wake-up.
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._hand_over()
-        # Queued: wait for the answer even if cancelled (see the module docstring);
-        # ``_answer`` reschedules this task.
-        await trio.lowlevel.wait_task_rescheduled(_keep_waiting)
+        if not job.answered:  # (``_close`` may have handed it over during that checkpoint)
+            # Queued: wait for the answer even if cancelled (see the module docstring);
+            # ``_answer`` reschedules this task. No checkpoint since the check above.
+            job.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_keep_waiting)
         if job.error is not None:
             error, job.error = job.error, None  # no cycle through the traceback
             raise error
@@ -352,7 +353,9 @@ class SqliteWriter:
         for job in batch:
             if job.error is not None:
                 self._failed_jobs += 1
-            trio.lowlevel.reschedule(job.waiter)
+            job.answered = True
+            if job.waiter is not None:
+                trio.lowlevel.reschedule(job.waiter)
             self._room.release()
 
 
