@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 
@@ -32,10 +31,8 @@ from storage.interfaces import CrossDomainStore
 from storage.memory import open_memory_stores
 from storage.records import Appended, NewEntry
 from storage.sqlite import open_sqlite_stores
-
-
-class _NoSocket:
-    """Connections here are never written to a socket: tests read the send queue."""
+from tests.server.test_router import connect, frames
+from tests.server.test_router import login as sign_in
 
 
 class _CancelledDuringCommit:
@@ -75,26 +72,11 @@ async def router(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield Router(ctx)
 
 
-def frames(conn: Connection) -> list[dict[str, Any]]:
-    out = []
-    while True:
-        try:
-            out.append(msgspec.msgpack.decode(conn._receive.receive_nowait()))
-        except trio.WouldBlock:
-            return out
-
-
 async def login(router: Router, phone: str) -> Connection:
-    conn = Connection(ws=_NoSocket(), queue_frames=64)  # type: ignore[arg-type]
-    ctx = router.ctx
-    await router.handle_frame(conn, codec.encode_request(rq.Hello(rid=1, version=1)))
-    await router.handle_frame(conn, codec.encode_request(rq.LoginRequestCode(rid=2, phone=phone)))
-    code = ctx.notifier.last_code(phone)  # type: ignore[attr-defined]
-    await router.handle_frame(
-        conn, codec.encode_request(rq.LoginVerify(rid=3, phone=phone, code=code))
-    )
-    assert conn.user_id is not None
-    ctx.hub.attach(conn)
+    """A logged-in connection, online in the hub, its queue emptied."""
+    conn = connect()
+    await sign_in(router, conn, phone)
+    router.ctx.hub.attach(conn)
     frames(conn)
     return conn
 
