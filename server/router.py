@@ -199,6 +199,9 @@ _STORE_ERRORS: dict[type[store_errors.StoreError], ErrorCode] = {
     store_errors.AlreadyExists: ErrorCode.INVALID_STATE,
     store_errors.StorageFull: ErrorCode.STORAGE_FULL,
     store_errors.StoreClosed: ErrorCode.UNAVAILABLE,
+    # The writer died (a bug): retryable; a resend of a write whose outcome is unknown is
+    # answered by its idempotency key once the server is back.
+    store_errors.StoreUnavailable: ErrorCode.UNAVAILABLE,
 }
 
 #: Consecutive undecodable frames after which a connection is closed (4006).

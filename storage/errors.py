@@ -29,3 +29,14 @@ class StorageFull(StoreError):
 
 class StoreClosed(StoreError):
     """The store was closed, or is closing, and takes no more writes."""
+
+
+class StoreUnavailable(StoreError):
+    """The store stopped taking writes after an internal failure (its writer died); it
+    refuses every write until the server restarts. ``stored`` is False when nothing of the
+    write was stored, None when its transaction's outcome is unknown (the writer died while
+    running it): a retry must be idempotent."""
+
+    def __init__(self, message: str, *, stored: bool | None = None) -> None:
+        super().__init__(message)
+        self.stored = stored

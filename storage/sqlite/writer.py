@@ -28,6 +28,11 @@ Guarantees, for a caller of ``SqliteWriter.run``:
   (waking it per job made it take small batches and contend for the GIL per job).
 * Results go back to trio with one ``TrioToken.run_sync_soon`` call per batch, which wakes
   every waiter of that batch, not one wake-up per row.
+* If the thread dies (a bug outside a batch's own error handling), its exception is logged
+  and no waiter is left hanging: every job not answered yet is answered at once with what
+  is known of it (committed, failed), or ``StoreUnavailable``: ``stored=False`` for a job
+  never run, ``stored=None`` for the jobs of the transaction it died in (their COMMIT's
+  outcome is unknown). Every later ``run`` raises ``StoreUnavailable`` without queueing.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from storage.errors import StorageFull, StoreClosed
+from storage.errors import StorageFull, StoreClosed, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +137,13 @@ class SqliteWriter:
         self._pending: list[_Job[Any]] = []
         self._room = trio.Semaphore(queue_size)
         self._closing = False
+        #: Every job accepted and not answered yet, in order (failed if the thread dies).
+        self._unanswered: dict[_Job[Any], None] = {}
+        #: Set in the trio thread once the writer thread died: ``run`` refuses every job.
+        self._death: BaseException | None = None
+        #: The batch the thread is running: if the thread dies in it, its jobs' outcome is
+        #: unknown (only the writer thread uses it).
+        self._in_doubt: list[_Job[Any]] = []
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread = threading.Thread(
             target=self._thread_main, name=f"rivet-sqlite-writer[{name}]"
@@ -154,8 +166,9 @@ class SqliteWriter:
         once that transaction committed, or raise what it raised (nothing stored).
 
         ``fn`` runs in the writer thread: it must only use the connection it is given and
-        must not begin, commit or roll back. ``StoreClosed`` once the writer is closing.
-        Cancelled after the job was queued, the job may still commit.
+        must not begin, commit or roll back. ``StoreClosed`` once the writer is closing,
+        ``StoreUnavailable`` once its thread died (see the module docstring). Cancelled
+        after the job was queued, the job may still commit.
         """
         # Room is usually free: take it without a trip through the scheduler.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -163,10 +176,17 @@ class SqliteWriter:
             self._room.acquire_nowait()
         except trio.WouldBlock:
             await self._room.acquire()
-        if self._closing:
+        if self._closing or self._death is not None:
             self._room.release()
+            if self._death is not None:
+                raise StoreUnavailable(
+                    f"{name}: the writer of the {self._name} database stopped; this write"
+                    " was refused, nothing of it is stored",
+                    stored=False,
+                ) from self._death
             raise StoreClosed(f"the {self._name} database is closed")
         job = _Job(name, fn)
+        self._unanswered[job] = None
         pending = self._pending
         pending.append(job)
         if len(pending) == 1:
@@ -174,7 +194,8 @@ class SqliteWriter:
             # theirs meanwhile, then the writer thread gets them all with one wake-up.
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._hand_over()
-        if not job.answered:  # (``_close`` may have handed it over during that checkpoint)
+        if not job.answered:  # (answered during that checkpoint: ``_close`` handed it
+            # over and the thread answered it, or the thread died)
             # Queued: wait for the answer even if cancelled (see the module docstring);
             # ``_answer`` reschedules this task. No checkpoint since the check above.
             job.waiter = trio.lowlevel.current_task()
@@ -226,31 +247,52 @@ class SqliteWriter:
 
     def _thread_main(self) -> None:
         try:
-            backlog: deque[_Job[Any]] = deque()
-            stopping = False
-            while True:
-                if not backlog:
-                    if stopping:
-                        break
-                    jobs = self._queue.get()
-                    if jobs is None:
-                        break
+            try:
+                self._serve()
+            finally:
+                # Also rolls back the transaction the thread may have died in.
+                self._conn.close()
+        except BaseException as exc:
+            logger.critical(
+                "%s: the writer thread died; failing every write not answered and refusing"
+                " later ones",
+                self._name,
+                exc_info=exc,
+            )
+            assert self._token is not None
+            # After every batch already handed back (``run_sync_soon`` keeps the order).
+            # If trio is gone, so is every waiter: nobody to answer.
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._thread_died, exc, self._in_doubt)
+
+    def _serve(self) -> None:
+        """Run every job queued until the stop, one batch at a time. Returns once every job
+        taken was handed back, after the stop."""
+        backlog: deque[_Job[Any]] = deque()
+        stopping = False
+        while True:
+            if not backlog:
+                if stopping:
+                    break
+                jobs = self._queue.get()
+                if jobs is None:
+                    break
+                backlog.extend(jobs)
+            # Everything else already queued, up to a batch.
+            while not stopping and len(backlog) < self._max_batch:
+                try:
+                    jobs = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if jobs is None:
+                    stopping = True
+                else:
                     backlog.extend(jobs)
-                # Everything else already queued, up to a batch.
-                while not stopping and len(backlog) < self._max_batch:
-                    try:
-                        jobs = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if jobs is None:
-                        stopping = True
-                    else:
-                        backlog.extend(jobs)
-                batch = [backlog.popleft() for _ in range(min(len(backlog), self._max_batch))]
-                report = self._run_batch(batch)
-                self._hand_back(batch, report)
-        finally:
-            self._conn.close()
+            batch = [backlog.popleft() for _ in range(min(len(backlog), self._max_batch))]
+            self._in_doubt = batch
+            report = self._run_batch(batch)
+            self._in_doubt = []
+            self._hand_back(batch, report)
 
     def _run_batch(self, batch: list[_Job[Any]]) -> _BatchReport:
         report = _BatchReport()
@@ -351,12 +393,50 @@ class SqliteWriter:
         self._jobs += len(batch)
         self._largest_batch = max(self._largest_batch, len(batch))
         for job in batch:
-            if job.error is not None:
-                self._failed_jobs += 1
-            job.answered = True
-            if job.waiter is not None:
-                trio.lowlevel.reschedule(job.waiter)
-            self._room.release()
+            self._settle(job)
+
+    def _settle(self, job: _Job[Any]) -> None:
+        """Answer one job: wake its waiter and give back its room in the queue."""
+        if job.answered:  # never twice (``_thread_died`` may have answered it)
+            return
+        if job.error is not None:
+            self._failed_jobs += 1
+        job.answered = True
+        del self._unanswered[job]
+        if job.waiter is not None:
+            trio.lowlevel.reschedule(job.waiter)
+        self._room.release()
+
+    def _thread_died(self, exc: BaseException, in_doubt: list[_Job[Any]]) -> None:
+        """Answer every job not answered yet, and refuse every later one.
+
+        A job whose transaction ended (committed, or failed: nothing of it stored) gets its
+        real answer; one of the transaction the thread died in, ``StoreUnavailable`` with
+        ``stored=None``; one never run, with ``stored=False``.
+        """
+        self._death = exc
+        self._pending = []  # answered below: nothing to hand over to a dead thread
+        doubtful = {id(job) for job in in_doubt}
+        jobs = list(self._unanswered)
+        for job in jobs:
+            if job.committed or job.error is not None:
+                continue
+            if id(job) in doubtful:
+                message = (
+                    f"{job.name}: the writer of the {self._name} database stopped during"
+                    " this write's transaction; whether it committed is unknown"
+                )
+                job.error = StoreUnavailable(message, stored=None)
+            else:
+                message = (
+                    f"{job.name}: the writer of the {self._name} database stopped; this"
+                    " write was not run, nothing of it is stored"
+                )
+                job.error = StoreUnavailable(message, stored=False)
+            job.error.__cause__ = exc
+        self._jobs += len(jobs)
+        for job in jobs:
+            self._settle(job)
 
 
 def _keep_waiting(_: object) -> trio.lowlevel.Abort:

@@ -21,6 +21,7 @@ from server.context import Context
 from server.credentials import Credentials
 from server.notify.memory import MemoryNotifier
 from server.router import Router
+from storage.errors import StoreUnavailable
 from storage.memory import open_memory_stores
 
 
@@ -118,6 +119,22 @@ async def test_store_errors_become_codes_and_nothing_leaks(router: Router) -> No
     assert (await call(router, conn, first))["op"] == "ok"
     reply = await call(router, conn, other)
     assert reply["code"] == ErrorCode.IDEMPOTENCY_CONFLICT and not reply["retryable"]
+
+
+async def test_a_dead_store_writer_is_unavailable_and_retryable(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = connect()
+    user = await login(router, conn, "+15550000009")
+    store = router.ctx.conversations(f"s:{user}")
+
+    async def dead_writer(entry: object) -> object:
+        raise StoreUnavailable("msg.send: the writer stopped; whether it committed is unknown")
+
+    monkeypatch.setattr(store, "append", dead_writer)
+    send = rq.MsgSend(rid=1, conv=f"s:{user}", cmid="c", content=rq.Content(text="a"))
+    reply = await call(router, conn, send)
+    assert reply["code"] == ErrorCode.UNAVAILABLE and reply["retryable"], reply
 
 
 async def test_malformed_frames_after_hello_keep_the_connection(router: Router) -> None:

@@ -14,12 +14,13 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from storage.errors import StorageFull, StoreClosed
+from storage.errors import StorageFull, StoreClosed, StoreUnavailable
 from storage.records import IdempotencyKey, NewConversation, NewEntry
 from storage.sqlite import SchemaError, SchemaTooNew, open_sqlite_stores
 from storage.sqlite.cross import SqliteCrossDomainStore
@@ -566,3 +567,227 @@ async def test_no_thread_outlives_stores_left_by_an_exception(tmp_path: Path) ->
                     scope.cancel()
             raise RuntimeError("boom")
     assert writer_threads() == []
+
+
+# --- the writer thread dying -------------------------------------------------------------------
+# A bug outside a batch's own error handling kills the thread. Its queued callers cannot be
+# cancelled (they wait for their answer), so each must be answered at once; later writes are
+# refused; closing does not hang. ``fail_after`` bounds every wait (a hang fails the test).
+
+
+class WriterBug(Exception):
+    pass
+
+
+async def outcome_of(
+    writer: SqliteWriter, name: str, fn: Callable[[sqlite3.Connection], object]
+) -> object:
+    try:
+        return await writer.run(name, fn)
+    except Exception as exc:
+        return exc
+
+
+def assert_all_answered_once(writer: SqliteWriter, jobs: int) -> None:
+    stats = writer.statistics()
+    assert stats.jobs == jobs
+    assert (stats.jobs_in_flight, stats.tasks_waiting) == (0, 0)
+    # Each answer gives back one room: a job answered twice would show here.
+    assert writer._room.value == writer._queue_size
+
+
+def assert_unavailable(outcome: object, *, stored: bool | None) -> None:
+    assert isinstance(outcome, StoreUnavailable), outcome
+    assert outcome.stored is stored
+    assert isinstance(outcome.__cause__, WriterBug)
+
+
+async def assert_refused_at_once(writer: SqliteWriter) -> None:
+    with trio.fail_after(1):
+        with pytest.raises(StoreUnavailable, match="refused, nothing of it is stored") as caught:
+            await writer.run("late", insert("late"))
+    assert caught.value.stored is False
+    assert writer.statistics().jobs_in_flight == 0
+
+
+async def test_a_writer_dead_in_hand_back_answers_every_waiter_and_refuses_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "w.db"
+    outcomes: dict[str, object] = {}
+
+    async def attempt(name: str) -> None:
+        outcomes[name] = await outcome_of(writer, name, insert(name))
+
+    def broken_hand_back(*args: object) -> None:
+        raise WriterBug("bug in _hand_back")
+
+    with trio.fail_after(10):
+        async with writer_on(path, queue_size=8) as writer:
+            async with trio.open_nursery() as nursery:
+                gate = Gate()
+                await gate.hold(writer, nursery)
+                monkeypatch.setattr(writer, "_hand_back", broken_hand_back)
+                for index in range(12):  # 7 queued behind the gate, 5 waiting for room
+                    nursery.start_soon(attempt, f"v{index}")
+                await trio.testing.wait_all_tasks_blocked()
+                assert writer.statistics().tasks_waiting == 5
+                gate.open()
+            await assert_refused_at_once(writer)
+        assert not writer.thread.is_alive()
+
+    # The gate's batch committed before the thread died: its caller was answered (no
+    # exception), and nothing else ran.
+    assert len(outcomes) == 12
+    for outcome in outcomes.values():
+        assert_unavailable(outcome, stored=False)
+    assert rows(path) == {}
+    assert_all_answered_once(writer, jobs=8)  # the gate and the 7 queued
+    assert writer.statistics().failed_jobs == 7
+    assert any(
+        r.levelname == "CRITICAL" and "writer thread died" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_jobs_a_dying_thread_took_from_the_queue_are_still_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread dies after taking jobs from its queue, before they reach its backlog."""
+    path = tmp_path / "w.db"
+    outcomes: list[object] = []
+
+    class LosingQueue:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def put(self, item: object) -> None:
+            self.inner.put(item)  # type: ignore[attr-defined]
+
+        def get(self) -> object:
+            self.inner.get()  # type: ignore[attr-defined]
+            raise WriterBug("bug in taking from the queue")
+
+        def get_nowait(self) -> object:
+            return self.inner.get_nowait()  # type: ignore[attr-defined]
+
+    async def attempt(index: int) -> None:
+        outcomes.append(await outcome_of(writer, "insert", insert(f"v{index}")))
+
+    with trio.fail_after(10):
+        async with writer_on(path) as writer:
+            async with trio.open_nursery() as nursery:
+                gate = Gate()
+                await gate.hold(writer, nursery)
+                monkeypatch.setattr(writer, "_queue", LosingQueue(writer._queue))
+                for index in range(3):
+                    nursery.start_soon(attempt, index)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.open()  # the thread answers the gate, takes the 3, and dies
+            await assert_refused_at_once(writer)
+
+    assert len(outcomes) == 3
+    for outcome in outcomes:
+        assert_unavailable(outcome, stored=False)
+    assert rows(path) == {}
+    assert_all_answered_once(writer, jobs=4)
+
+
+async def test_a_writer_dead_inside_a_batch_says_the_outcome_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.db"
+    outcomes: list[object] = []
+
+    def broken_run_batch(batch: object) -> None:
+        raise WriterBug("bug escaping _run_batch")
+
+    async def attempt(index: int) -> None:
+        outcomes.append(await outcome_of(writer, "insert", insert(f"v{index}")))
+
+    with trio.fail_after(10):
+        async with writer_on(path) as writer:
+            async with trio.open_nursery() as nursery:
+                gate = Gate()
+                await gate.hold(writer, nursery)
+                monkeypatch.setattr(writer, "_run_batch", broken_run_batch)
+                for index in range(5):
+                    nursery.start_soon(attempt, index)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.open()  # the 5 are the next batch, the one the thread dies in
+            await assert_refused_at_once(writer)
+
+    assert len(outcomes) == 5
+    for outcome in outcomes:
+        assert_unavailable(outcome, stored=None)
+        assert "whether it committed is unknown" in str(outcome)
+    assert rows(path) == {}
+    assert_all_answered_once(writer, jobs=6)
+
+
+async def test_a_writer_dead_after_a_commit_still_reports_what_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs whose transaction ended before the thread died get their real answer."""
+    path = tmp_path / "w.db"
+    outcomes: dict[str, object] = {}
+
+    def refused(conn: sqlite3.Connection) -> None:
+        raise ValueError("refused")
+
+    async def attempt(name: str, fn: Callable[[sqlite3.Connection], object]) -> None:
+        outcomes[name] = await outcome_of(writer, name, fn)
+
+    with trio.fail_after(10):
+        async with writer_on(path) as writer:
+            real_run_batch = writer._run_batch
+
+            def run_batch_then_fail(batch: list[Any]) -> object:
+                real_run_batch(batch)  # type: ignore[arg-type]
+                raise WriterBug("bug after the COMMIT")
+
+            async with trio.open_nursery() as nursery:
+                gate = Gate()
+                await gate.hold(writer, nursery)
+                monkeypatch.setattr(writer, "_run_batch", run_batch_then_fail)
+                for name, fn in [("a", insert("a")), ("refused", refused), ("b", insert("b"))]:
+                    nursery.start_soon(attempt, name, fn)
+                    await trio.testing.wait_all_tasks_blocked()
+                gate.open()
+            await assert_refused_at_once(writer)
+
+    assert isinstance(outcomes["refused"], ValueError)
+    assert rows(path) == {outcomes["a"]: "a", outcomes["b"]: "b"}
+    assert_all_answered_once(writer, jobs=4)
+    assert writer.statistics().failed_jobs == 1
+
+
+async def test_a_cancelled_waiter_of_a_dead_writer_is_answered_and_closing_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.db"
+    outcomes: list[object] = []
+
+    def broken_hand_back(*args: object) -> None:
+        raise WriterBug("bug in _hand_back")
+
+    async def attempt_then_cancel(scope: trio.CancelScope) -> None:
+        with scope:
+            outcomes.append(await outcome_of(writer, "insert", insert("v")))
+
+    with trio.fail_after(10):
+        async with writer_on(path) as writer, trio.open_nursery() as nursery:
+            gate = Gate()
+            await gate.hold(writer, nursery)
+            monkeypatch.setattr(writer, "_hand_back", broken_hand_back)
+            scope = trio.CancelScope()
+            nursery.start_soon(attempt_then_cancel, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # the caller keeps waiting for its answer
+            await trio.sleep(0.05)
+            assert outcomes == []
+            gate.open()
+            # Leaving the blocks closes the writer while its thread dies.
+        assert not writer.thread.is_alive()
+
+    assert len(outcomes) == 1
+    assert_unavailable(outcomes[0], stored=False)
