@@ -304,6 +304,9 @@ class ClientWebSocket:
         """A pong or a close, if wsproto's state allows it; a broken stream is left for the
         reader to find."""
         async with self._send_lock:
+            # A cancel that landed as the lock was handed to us is taken before wsproto's
+            # state moves on: a close is then still due, for ``aclose`` to send.
+            await trio.lowlevel.checkpoint_if_cancelled()
             state = self._protocol.state
             if state is ConnectionState.OPEN or (
                 state is ConnectionState.REMOTE_CLOSING and isinstance(event, CloseConnection)
@@ -319,6 +322,11 @@ class ClientWebSocket:
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
             await self._send_control(CloseConnection(code=code, reason=reason))
+        elif self._protocol.state is ConnectionState.REMOTE_CLOSING:
+            # The server's close, read but not answered: the reader was cancelled waiting
+            # for the send lock to answer it. Answered here, or the server sees 1006.
+            due = self._close_reason
+            await self._send_control(CloseConnection(code=due.code, reason=due.reason))
         # RFC 6455 §7.1.1: wait for the server's close, reading for it unless another task
         # is; then ``aclose`` closes the TCP connection (as trio-websocket's did), rather
         # than wait for the server to.

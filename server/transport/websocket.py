@@ -253,6 +253,11 @@ class WebSocket:
         lock = self._write_lock()
         try:
             async with lock:
+                # A cancel that landed as the lock was handed to us (the reader woken by
+                # drain or ``close_soon``) is taken here, before wsproto's state moves on:
+                # the frame is then still due (``aclose`` sends a close that is), where the
+                # shield below would meet a deadline of -inf and abort the stream.
+                await trio.lowlevel.checkpoint_if_cancelled()
                 if self._torn or self._ended:
                     raise self._closed_error()
                 state = self._proto.state
@@ -387,6 +392,9 @@ class WebSocket:
             elif isinstance(event, Ping):
                 control = [*(control or ()), event]
             elif isinstance(event, CloseConnection):
+                # Recorded before anything is awaited: if answering is cut short, ``aclose``
+                # answers with this code.
+                self._set_closed(event.code, event.reason or "")
                 control = [*(control or ()), event]
                 break  # nothing after a close counts
         return first, control
@@ -461,6 +469,14 @@ class WebSocket:
                     with trio.move_on_after(CLOSE_REPLY_TIMEOUT):
                         while True:  # until the reply (or the stream ends); data is dropped
                             await self.receive()
+            elif self._proto.state is ConnectionState.REMOTE_CLOSING:
+                # The peer's close, read but not answered: ``receive`` was cancelled waiting
+                # for the write lock to answer it (drain's or ``close_soon``'s wake-up
+                # cancels the reader while ``conn.reading``, which covers that wait too).
+                # Answered here, or the peer sees 1006.
+                peer_code, peer_reason = self._close or (code, reason)
+                with contextlib.suppress(ConnectionClosed):
+                    await self._send_control(CloseConnection(code=peer_code, reason=peer_reason))
         except ConnectionClosed:
             pass
         finally:

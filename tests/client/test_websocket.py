@@ -350,3 +350,39 @@ async def test_a_read_cancelled_while_answering_a_ping_loses_no_message(
     stream.send_stream = sending
     with trio.fail_after(5):
         assert await ws.get_message() == b"m"  # from what was read: no second read
+
+
+@pytest.mark.parametrize("handed_over", [False, True], ids=["waiting", "handed-over"])
+async def test_the_servers_close_is_answered_when_the_reader_is_cancelled_in_the_lock_wait(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, handed_over: bool
+) -> None:
+    """The server's close read while a sender held the send lock, and the reader cancelled
+    in its wait for the lock, or as the lock was handed to it: no close frame went out, and
+    ``aclose`` took the close for answered (waiting for a CLOSED state that never came, or
+    finding wsproto's state moved on with nothing sent). Now ``aclose`` answers it."""
+    ws, server = await opened(nursery)
+    lock = ws._send_lock
+    lock.acquire_nowait()  # a sender's frame going out
+    reading = trio.CancelScope()
+
+    async def reader() -> None:
+        with reading:
+            await ws.get_message()
+
+    nursery.start_soon(reader)
+    await server.send(CloseConnection(code=4050, reason="bye"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert lock.statistics().tasks_waiting == 1  # the reader, to answer
+    if handed_over:
+        lock.release()  # the reader holds it now, but has not run yet
+        reading.cancel()
+    else:
+        reading.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        lock.release()
+    await trio.testing.wait_all_tasks_blocked()
+    assert reading.cancelled_caught
+    await ws.aclose()
+    answer = await server.until(CloseConnection)
+    assert (answer.code, answer.reason) == (4050, "bye")
+    assert ws.closed is not None and ws.closed.code == 4050

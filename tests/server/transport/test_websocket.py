@@ -25,6 +25,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from server.connection import Connection
 from server.transport import ConnectionClosed, WebSocket
 from tests.server.transport.helpers import MAX_MESSAGE, RawClient, self_signed, start_server
 
@@ -415,3 +416,55 @@ async def test_a_close_to_a_peer_that_reads_nothing_keeps_to_the_callers_deadlin
             await ws.aclose(1001, "going away")
         assert trio.current_time() - started == pytest.approx(0.5)  # not CONTROL_TIMEOUT
         assert ws.closed
+
+
+@pytest.mark.parametrize("handed_over", [False, True], ids=["waiting", "handed-over"])
+@pytest.mark.parametrize("ping_first", [False, True], ids=["close", "ping-close"])
+async def test_a_peers_close_is_answered_when_a_wake_up_lands_in_the_wait_for_the_write_lock(
+    handed_over: bool, ping_first: bool
+) -> None:
+    """Found in review: the peer's close read while a writer held the write lock, and the
+    wake-up (drain, ``close_soon``: ``conn.reading`` covers all of ``receive``) cancelled
+    the reader in its wait for the lock, or as the lock was handed to it: no close frame
+    ever went out (``aclose`` saw the connection closed) and the peer saw 1006. Now the
+    close stays due and ``aclose``, as the gateway's ``_close``, sends it."""
+    server_stream, client_stream = trio.testing.memory_stream_pair()
+    ws = WebSocket(server_stream, Protocol(ConnectionType.SERVER), max_message_size=MAX_MESSAGE)
+    conn = Connection(ws=ws, queue_frames=8)
+    peer = Protocol(ConnectionType.CLIENT)
+    lock = ws._write_lock()
+    lock.acquire_nowait()  # a writer's frame going out
+    woken: Outcome = []
+
+    async def gateway_reader() -> None:  # ``Gateway.serve_connection``'s read, as written
+        with trio.CancelScope() as scope:
+            conn.bind(scope, None)
+            conn.reading = True
+            try:
+                await ws.receive()
+            finally:
+                conn.reading = False
+        woken.append(scope.cancelled_caught)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gateway_reader)
+            close = CloseConnection(code=4321, reason="bye")
+            frames = [Ping(payload=b"p"), close] if ping_first else [close]
+            await client_stream.send_all(b"".join(peer.send(e) for e in frames))
+            await trio.testing.wait_all_tasks_blocked()
+            assert lock.statistics().tasks_waiting == 1  # the reader, to answer
+            if handed_over:
+                lock.release()  # the reader holds it now, but has not run yet
+                conn.wake_reader()
+            else:
+                conn.wake_reader()
+                lock.release()
+        assert woken == [True]  # the wake-up ended the read
+        await ws.aclose(1001, "server shutting down")  # the gateway's ``_close``
+        received = b""
+        while chunk := await client_stream.receive_some():
+            received += chunk
+    peer.receive_data(received)
+    assert list(peer.events()) == [close]
+    assert ws.close_code == 4321
