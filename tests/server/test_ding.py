@@ -22,25 +22,20 @@ from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.ids import direct_conversation_id
-from server.app import build_context
 from server.config import Config
 from server.connection import Connection
 from server.context import Context
-from server.credentials import Credentials
 from server.ding.quota import PersonalAllowance
 from server.ding.relay import notify_text
 from server.notify.interface import NotifyError
 from server.notify.memory import MemoryNotifier
 from server.router import Router
 from storage.memory import open_memory_stores
+from tests.server.routers import build_router, connect, frames
 from tests.server.wall_clock import TrioWallClock
 
 _phones = itertools.count(1)
 _rids = itertools.count(100)
-
-
-class _NoSocket:
-    """Connections here are never written to a socket: tests read the send queue."""
 
 
 class FlakyNotifier(MemoryNotifier):
@@ -70,12 +65,7 @@ class User:
 
     def drain(self) -> list[dict[str, Any]]:
         """Everything queued for the connection; events also go to ``inbox``."""
-        out = []
-        while True:
-            try:
-                out.append(msgspec.msgpack.decode(self.conn._receive.receive_nowait()))
-            except trio.WouldBlock:
-                break
+        out = frames(self.conn)
         self.inbox.extend(f for f in out if f["op"] not in ("ok", "error"))
         return out
 
@@ -107,7 +97,7 @@ class World:
         return found
 
     async def new_user(self, name: str) -> User:
-        conn = Connection(ws=_NoSocket(), queue_frames=4096)  # type: ignore[arg-type]
+        conn = connect(4096)
         phone = f"+1666{next(_phones):07d}"
         user = User(user_id=0, conn=conn, phone=phone)
         await self.ok(user, rq.Hello(rid=0, version=1))
@@ -151,18 +141,11 @@ async def world(tmp_path: Path, **overrides: Any) -> AsyncIterator[World]:
     config = Config(store="memory", data_dir=tmp_path).with_overrides(**overrides)
     clock = TrioWallClock()
     notifier = FlakyNotifier(clock=clock)
-    async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=notifier,
-            credentials=Credentials.open(config, clock),
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(ctx.ding.run)
-            yield World(router=Router(ctx), ctx=ctx, notifier=notifier)
-            nursery.cancel_scope.cancel()
+    async with open_memory_stores() as stores, trio.open_nursery() as nursery:
+        router = build_router(config, stores, clock=clock, notifier=notifier)
+        await nursery.start(router.ctx.ding.run)
+        yield World(router=router, ctx=router.ctx, notifier=notifier)
+        nursery.cancel_scope.cancel()
 
 
 PLAN = pd.DingPlan(sms_after_s=60, call_after_s=180)

@@ -25,11 +25,11 @@ from protocol import orgs as po
 from protocol import requests as rq
 from protocol.ids import org_direct_conversation_id
 from server import policy
-from server.connection import Connection
 from server.dissolution import Dissolver
 from storage.ding_records import charge_key
 from storage.enterprise import EnterpriseAccount, placeholder_phone
-from tests.server.test_ding import User, World, _NoSocket, steps_of, world
+from tests.server.routers import connect
+from tests.server.test_ding import User, World, steps_of, world
 
 PASSWORD = "correct horse battery"
 SMS_NOW = pd.DingPlan(sms_after_s=0)
@@ -78,7 +78,7 @@ async def _account_user(
     phone = f"+1777{next(_contact_phones):07d}" if contact else None
     create = pe.OrgAccountCreate(rid=0, org=org, account=name, password=PASSWORD, phone=phone)
     await w.ok(admin, create)
-    conn = Connection(ws=_NoSocket(), queue_frames=4096)  # type: ignore[arg-type]
+    conn = connect(4096)
     user = User(user_id=0, conn=conn, phone=phone or placeholder_phone(org, name))
     await w.ok(user, rq.Hello(rid=0, version=1))
     tokens = await w.ok(user, pe.LoginEnterprise(rid=0, org=org, account=name, password=PASSWORD))

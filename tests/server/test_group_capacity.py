@@ -16,15 +16,13 @@ from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
 from server import policy
-from server.app import build_context
 from server.clock import ManualClock
 from server.config import Config
-from server.credentials import Credentials
-from server.router import Router
 from storage.group_capacity import GroupExpansion
 from storage.memory import open_memory_stores
 from storage.orgs import OrgMember
 from storage.records import Conversation, Member
+from tests.server.routers import build_router
 from tests.server.test_ding import FlakyNotifier, User, World
 
 DAY = 86_400
@@ -107,14 +105,8 @@ async def world(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World]:
     config = Config(store="memory", data_dir=tmp_path).with_overrides(**TIERS)
     notifier = FlakyNotifier(clock=clock)
     async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=notifier,
-            credentials=Credentials.open(config, clock),
-        )
-        yield World(router=Router(ctx), ctx=ctx, notifier=notifier)
+        router = build_router(config, stores, clock=clock, notifier=notifier)
+        yield World(router=router, ctx=router.ctx, notifier=notifier)
 
 
 async def _org_with(w: World, admin: User, *members: User) -> int:

@@ -9,7 +9,6 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
@@ -22,28 +21,17 @@ from server.live.throttle import CountsThrottle
 from storage.live import NewLive
 from storage.memory import open_memory_stores
 from storage.stores import Stores
+from tests.server import routers
+from tests.server.routers import frames
 
 _devices = itertools.count(100)
 
 
-class _NoSocket:
-    """Connections here are never written to a socket."""
-
-
 def connect(user: int) -> Connection:
-    conn = Connection(ws=_NoSocket(), queue_frames=4096)  # type: ignore[arg-type]
+    conn = routers.connect(4096)
     conn.user_id = user
     conn.device_id = next(_devices)
     return conn
-
-
-def frames(conn: Connection) -> list[dict[str, Any]]:
-    out = []
-    while True:
-        try:
-            out.append(msgspec.msgpack.decode(conn._receive.receive_nowait()))
-        except trio.WouldBlock:
-            return out
 
 
 def stream(origin: str = "g:1", number: int = 1, host: int = 1) -> LiveStream:

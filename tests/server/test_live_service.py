@@ -10,17 +10,14 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from server.app import build_context
-from server.clock import ManualClock
 from server.config import Config
-from server.credentials import Credentials
-from server.notify.memory import MemoryNotifier
 from server.services import live as live_service
 from storage.errors import StorageFull
 from storage.live import LiveRecord, NewLive
 from storage.memory import open_memory_stores
 from storage.memory.live import MemoryLiveStore
 from storage.stores import Stores
+from tests.server.routers import build_router
 
 
 class FlakyLiveStore(MemoryLiveStore):
@@ -57,20 +54,13 @@ async def test_l1_a_restored_stream_ends_after_grace_retrying_a_failed_write(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(store="memory", data_dir=tmp_path, live_grace_seconds=60.0)
-    clock = ManualClock()
     live_store = FlakyLiveStore()
     async with open_memory_stores() as memory:
         stores: Stores = dataclasses.replace(memory, live=live_store)
         record = await live_store.start_live(
             NewLive(origin="g:3", host=1, host_device=2, title="t", description="", started_at=1)
         )
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
+        ctx = build_router(config, stores).ctx
         async with trio.open_nursery() as nursery:
             began = trio.current_time()
             await nursery.start(live_service.run, ctx)

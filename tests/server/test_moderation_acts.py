@@ -11,10 +11,7 @@ import pytest
 from protocol import requests as rq
 from protocol.errors import CloseCode
 from protocol.ids import direct_conversation_id
-from server.app import build_context
-from server.clock import ManualClock
 from server.config import Config
-from server.credentials import Credentials
 from server.moderation import (
     ModerationError,
     ModerationWatcher,
@@ -22,25 +19,16 @@ from server.moderation import (
     dismiss,
     set_suspension,
 )
-from server.notify.memory import MemoryNotifier
 from server.router import Router
 from storage.memory import open_memory_stores
-from tests.server.test_router import call, connect, frames, login
+from tests.server.routers import build_router, call, connect, frames, login
 
 
 @pytest.fixture
 async def router(tmp_path: Path) -> AsyncIterator[Router]:
     config = Config(store="memory", data_dir=tmp_path)
-    clock = ManualClock()
     async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
-        yield Router(ctx)
+        yield build_router(config, stores)
 
 
 async def test_c1_hide_reaches_members_live_and_keeps_evidence(router: Router) -> None:

@@ -4,74 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
-import trio
 
-from protocol import codec
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
-from server.app import build_context
-from server.clock import ManualClock
 from server.config import Config
-from server.connection import Connection
-from server.context import Context
-from server.credentials import Credentials
-from server.notify.memory import MemoryNotifier
 from server.router import Router
 from storage.errors import StoreUnavailable
 from storage.memory import open_memory_stores
-
-
-class _NoSocket:
-    """Connections here are never written to a socket: tests read the send queue."""
+from tests.server.routers import build_router, call, connect, frames, login
 
 
 @pytest.fixture
 async def router(tmp_path: Path) -> AsyncIterator[Router]:
     config = Config(store="memory", data_dir=tmp_path, send_rate_per_second=1, send_burst=3)
-    clock = ManualClock()
     async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
-        yield Router(ctx)
-
-
-def connect() -> Connection:
-    return Connection(ws=_NoSocket(), queue_frames=64)  # type: ignore[arg-type]
-
-
-def frames(conn: Connection) -> list[dict[str, Any]]:
-    out = []
-    while True:
-        try:
-            out.append(msgspec.msgpack.decode(conn._receive.receive_nowait()))
-        except trio.WouldBlock:
-            return out
-
-
-async def call(router: Router, conn: Connection, request: rq.Request) -> dict[str, Any]:
-    await router.handle_frame(conn, codec.encode_request(request))
-    replies = [f for f in frames(conn) if f["op"] in ("ok", "error")]
-    assert len(replies) == 1, replies
-    return replies[0]
-
-
-async def login(router: Router, conn: Connection, phone: str) -> int:
-    ctx: Context = router.ctx
-    assert (await call(router, conn, rq.Hello(rid=1, version=1)))["op"] == "ok"
-    await call(router, conn, rq.LoginRequestCode(rid=2, phone=phone))
-    code = ctx.notifier.last_code(phone)  # type: ignore[attr-defined]
-    reply = await call(router, conn, rq.LoginVerify(rid=3, phone=phone, code=code))
-    assert reply["op"] == "ok", reply
-    return int(reply["result"]["session"]["user_id"])
+        yield build_router(config, stores)
 
 
 async def test_every_frame_gets_exactly_one_reply_with_its_rid(router: Router) -> None:

@@ -34,15 +34,12 @@ from protocol import codec
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.ids import direct_conversation_id, self_conversation_id
-from server.app import build_context
 from server.clock import ManualClock
 from server.config import Config
 from server.connection import Connection
-from server.credentials import Credentials
-from server.notify.memory import MemoryNotifier
 from server.router import Router
 from storage.memory import open_memory_stores
-from tests.server.test_router import connect, frames
+from tests.server.routers import build_router, connect, frames, login
 
 USERS = 3
 #: How long one frame may take before the test calls it a hang.
@@ -252,35 +249,14 @@ async def _run(ops: list[tuple[Any, ...]]) -> None:
     config = Config(store="memory", send_rate_per_second=1000, send_burst=1000)
     clock = ManualClock()
     async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
-        router = Router(ctx)
+        router = build_router(config, stores, clock=clock)
         conns = [connect() for _ in range(USERS)]
-        users = [await _login(router, conn, f"+1555010000{i}") for i, conn in enumerate(conns)]
+        users = [await login(router, conn, f"+1555010000{i}") for i, conn in enumerate(conns)]
         run = Run(router, conns, Model(users=users))
         for op in ops:
             await run.apply(op)
             clock.advance(1)
             await run.check_invariants()
-
-
-async def _login(router: Router, conn: Connection, phone: str) -> int:
-    notifier: MemoryNotifier = router.ctx.notifier  # type: ignore[assignment]
-    for request in (rq.Hello(rid=1, version=1), rq.LoginRequestCode(rid=2, phone=phone)):
-        await router.handle_frame(conn, codec.encode_request(request))
-    code = notifier.last_code(phone)
-    assert code is not None
-    await router.handle_frame(
-        conn, codec.encode_request(rq.LoginVerify(rid=3, phone=phone, code=code))
-    )
-    replies = frames(conn)
-    assert replies[-1]["op"] == "ok", replies
-    return int(replies[-1]["result"]["session"]["user_id"])
 
 
 @settings(

@@ -19,20 +19,16 @@ import trio
 
 from protocol import codec
 from protocol import requests as rq
-from server.app import build_context
-from server.clock import ManualClock
 from server.config import Config
 from server.connection import Connection
 from server.context import Context
-from server.credentials import Credentials
-from server.notify.memory import MemoryNotifier
 from server.router import Router
 from storage.interfaces import CrossDomainStore
 from storage.memory import open_memory_stores
 from storage.records import Appended, NewEntry
 from storage.sqlite import open_sqlite_stores
-from tests.server.test_router import connect, frames
-from tests.server.test_router import login as sign_in
+from tests.server.routers import build_router, connect, frames
+from tests.server.routers import login as sign_in
 
 
 class _CancelledDuringCommit:
@@ -57,19 +53,11 @@ class _CancelledDuringCommit:
 @pytest.fixture(params=["memory", "sqlite"])
 async def router(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Router]:
     config = Config(store=request.param, data_dir=tmp_path)
-    clock = ManualClock()
     opened = (
         open_memory_stores() if request.param == "memory" else open_sqlite_stores(tmp_path / "data")
     )
     async with opened as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
-        yield Router(ctx)
+        yield build_router(config, stores)
 
 
 async def login(router: Router, phone: str) -> Connection:

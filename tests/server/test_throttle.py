@@ -11,16 +11,12 @@ import pytest
 from protocol import codec
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
-from server.app import build_context
-from server.clock import ManualClock
 from server.config import Config
-from server.credentials import Credentials
-from server.notify.memory import MemoryNotifier
 from server.ratelimit import KeyedLimiter
 from server.router import Router
 from server.throttle import Throttle, budget_of
 from storage.memory import open_memory_stores
-from tests.server.test_router import call, connect, frames, login
+from tests.server.routers import build_router, call, connect, frames, login
 
 
 def test_c2_each_op_draws_on_its_budget() -> None:
@@ -106,16 +102,8 @@ async def tight_router(tmp_path: Path) -> AsyncIterator[Router]:
         request_burst=20,
         flood_strikes=4,
     )
-    clock = ManualClock()
     async with open_memory_stores() as stores:
-        ctx = build_context(
-            config,
-            stores,
-            clock=clock,
-            notifier=MemoryNotifier(),
-            credentials=Credentials.open(config, clock),
-        )
-        yield Router(ctx)
+        yield build_router(config, stores)
 
 
 async def test_c2_a_flood_of_empty_frames_gets_rate_limited_then_closed_4051(
