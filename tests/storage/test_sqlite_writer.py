@@ -649,12 +649,41 @@ async def test_a_writer_dead_in_hand_back_answers_every_waiter_and_refuses_later
     )
 
 
+async def kill_behind_gate(
+    path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    attribute: str,
+    replacement: Callable[[SqliteWriter], object],
+    *,
+    jobs: int,
+) -> tuple[SqliteWriter, list[object]]:
+    """Hold the writer with a gate, queue ``jobs`` inserts behind it, set the writer's
+    ``attribute`` to ``replacement(writer)`` (which kills the thread), open the gate and check
+    that a later write is refused at once; returns the closed writer and each job's outcome."""
+    outcomes: list[object] = []
+
+    async def attempt(index: int) -> None:
+        outcomes.append(await outcome_of(writer, "insert", insert(f"v{index}")))
+
+    with trio.fail_after(10):
+        async with writer_on(path) as writer:
+            async with trio.open_nursery() as nursery:
+                gate = Gate()
+                await gate.hold(writer, nursery)
+                monkeypatch.setattr(writer, attribute, replacement(writer))
+                for index in range(jobs):
+                    nursery.start_soon(attempt, index)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.open()
+            await assert_refused_at_once(writer)
+    return writer, outcomes
+
+
 async def test_jobs_a_dying_thread_took_from_the_queue_are_still_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The thread dies after taking jobs from its queue, before they reach its backlog."""
     path = tmp_path / "w.db"
-    outcomes: list[object] = []
 
     class LosingQueue:
         def __init__(self, inner: object) -> None:
@@ -670,20 +699,10 @@ async def test_jobs_a_dying_thread_took_from_the_queue_are_still_answered(
         def get_nowait(self) -> object:
             return self.inner.get_nowait()  # type: ignore[attr-defined]
 
-    async def attempt(index: int) -> None:
-        outcomes.append(await outcome_of(writer, "insert", insert(f"v{index}")))
-
-    with trio.fail_after(10):
-        async with writer_on(path) as writer:
-            async with trio.open_nursery() as nursery:
-                gate = Gate()
-                await gate.hold(writer, nursery)
-                monkeypatch.setattr(writer, "_queue", LosingQueue(writer._queue))
-                for index in range(3):
-                    nursery.start_soon(attempt, index)
-                await trio.testing.wait_all_tasks_blocked()
-                gate.open()  # the thread answers the gate, takes the 3, and dies
-            await assert_refused_at_once(writer)
+    # The thread answers the gate, takes the 3, and dies.
+    writer, outcomes = await kill_behind_gate(
+        path, monkeypatch, "_queue", lambda writer: LosingQueue(writer._queue), jobs=3
+    )
 
     assert len(outcomes) == 3
     for outcome in outcomes:
@@ -696,25 +715,14 @@ async def test_a_writer_dead_inside_a_batch_says_the_outcome_is_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "w.db"
-    outcomes: list[object] = []
 
     def broken_run_batch(batch: object) -> None:
         raise WriterBug("bug escaping _run_batch")
 
-    async def attempt(index: int) -> None:
-        outcomes.append(await outcome_of(writer, "insert", insert(f"v{index}")))
-
-    with trio.fail_after(10):
-        async with writer_on(path) as writer:
-            async with trio.open_nursery() as nursery:
-                gate = Gate()
-                await gate.hold(writer, nursery)
-                monkeypatch.setattr(writer, "_run_batch", broken_run_batch)
-                for index in range(5):
-                    nursery.start_soon(attempt, index)
-                await trio.testing.wait_all_tasks_blocked()
-                gate.open()  # the 5 are the next batch, the one the thread dies in
-            await assert_refused_at_once(writer)
+    # The 5 are the next batch after the gate's, the one the thread dies in.
+    writer, outcomes = await kill_behind_gate(
+        path, monkeypatch, "_run_batch", lambda writer: broken_run_batch, jobs=5
+    )
 
     assert len(outcomes) == 5
     for outcome in outcomes:
