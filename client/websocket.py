@@ -305,7 +305,7 @@ class ClientWebSocket:
         reader to find."""
         async with self._send_lock:
             # A cancel that landed as the lock was handed to us is taken before wsproto's
-            # state moves on: a close is then still due, for ``aclose`` to send.
+            # state moves on: a close is then still due, for ``_close_handshake`` to send.
             await trio.lowlevel.checkpoint_if_cancelled()
             state = self._protocol.state
             if state is ConnectionState.OPEN or (
@@ -322,11 +322,16 @@ class ClientWebSocket:
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
             await self._send_control(CloseConnection(code=code, reason=reason))
-        elif self._protocol.state is ConnectionState.REMOTE_CLOSING:
-            # The server's close, read but not answered: the reader was cancelled waiting
-            # for the send lock to answer it. Answered here, or the server sees 1006.
+        elif (
+            self._protocol.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+            and self._close_reason.code != CloseCode.ABNORMAL_CLOSURE
+        ):
+            # A close recorded but not sent: the server's, read and not answered, or our
+            # verdict on a server that broke the protocol or sent a message too big
+            # (``_fail``). The reader was cancelled waiting for the send lock to send it.
+            # Sent here, or the server sees 1006 (and we would wait for its close in vain).
             due = self._close_reason
-            await self._send_control(CloseConnection(code=due.code, reason=due.reason))
+            await self._send_control(CloseConnection(code=due.code, reason=due.reason or ""))
         # RFC 6455 §7.1.1: wait for the server's close, reading for it unless another task
         # is; then ``aclose`` closes the TCP connection (as trio-websocket's did), rather
         # than wait for the server to.

@@ -128,6 +128,17 @@ class WebSocket:
     def _open(self) -> bool:
         return self._close is None and not self._torn and self._proto.state is _OPEN
 
+    def _close_due(self) -> bool:
+        """A close was recorded (the peer's, or our verdict on the peer) and no close frame
+        went out yet: wsproto still allows ours, and the stream is whole."""
+        state = self._proto.state
+        return (
+            self._close is not None
+            and self._close[0] != CloseReason.ABNORMAL_CLOSURE
+            and not self._torn
+            and (state is _OPEN or state is ConnectionState.REMOTE_CLOSING)
+        )
+
     def _closed_error(self) -> ConnectionClosed:
         code, reason = self._close or (CloseReason.ABNORMAL_CLOSURE, "connection is not open")
         return ConnectionClosed(code, reason)
@@ -469,14 +480,16 @@ class WebSocket:
                     with trio.move_on_after(CLOSE_REPLY_TIMEOUT):
                         while True:  # until the reply (or the stream ends); data is dropped
                             await self.receive()
-            elif self._proto.state is ConnectionState.REMOTE_CLOSING:
-                # The peer's close, read but not answered: ``receive`` was cancelled waiting
-                # for the write lock to answer it (drain's or ``close_soon``'s wake-up
-                # cancels the reader while ``conn.reading``, which covers that wait too).
-                # Answered here, or the peer sees 1006.
-                peer_code, peer_reason = self._close or (code, reason)
+            elif self._close_due():
+                # A close recorded but not sent: the peer's, read and not answered, or our
+                # verdict on a peer that broke the protocol (1002, 1007) or sent a message
+                # too big (1009). ``receive`` was cancelled waiting for the write lock to
+                # send it (drain's or ``close_soon``'s wake-up cancels the reader while
+                # ``conn.reading``, which covers that wait too). Sent here, or the peer
+                # sees 1006.
+                due_code, due_reason = self._close or (code, reason)
                 with contextlib.suppress(ConnectionClosed):
-                    await self._send_control(CloseConnection(code=peer_code, reason=peer_reason))
+                    await self._send_control(CloseConnection(code=due_code, reason=due_reason))
         except ConnectionClosed:
             pass
         finally:

@@ -353,14 +353,17 @@ async def test_a_read_cancelled_while_answering_a_ping_loses_no_message(
 
 
 @pytest.mark.parametrize("handed_over", [False, True], ids=["waiting", "handed-over"])
+@pytest.mark.parametrize("too_big", [False, True], ids=["close", "too-big"])
 async def test_the_servers_close_is_answered_when_the_reader_is_cancelled_in_the_lock_wait(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, handed_over: bool
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, handed_over: bool, too_big: bool
 ) -> None:
     """The server's close read while a sender held the send lock, and the reader cancelled
     in its wait for the lock, or as the lock was handed to it: no close frame went out, and
     ``aclose`` took the close for answered (waiting for a CLOSED state that never came, or
-    finding wsproto's state moved on with nothing sent). Now ``aclose`` answers it."""
-    ws, server = await opened(nursery)
+    finding wsproto's state moved on with nothing sent). Now ``aclose`` answers it. The same
+    for our own verdict on the server (a second review), a message too big (1009): no close
+    went out and ``aclose`` waited 60 s for the server's."""
+    ws, server = await opened(nursery, max_message_size=4)
     lock = ws._send_lock
     lock.acquire_nowait()  # a sender's frame going out
     reading = trio.CancelScope()
@@ -370,7 +373,10 @@ async def test_the_servers_close_is_answered_when_the_reader_is_cancelled_in_the
             await ws.get_message()
 
     nursery.start_soon(reader)
-    await server.send(CloseConnection(code=4050, reason="bye"))
+    if too_big:
+        await server.send(BytesMessage(data=b"abcde"))
+    else:
+        await server.send(CloseConnection(code=4050, reason="bye"))
     await trio.testing.wait_all_tasks_blocked()
     assert lock.statistics().tasks_waiting == 1  # the reader, to answer
     if handed_over:
@@ -382,7 +388,13 @@ async def test_the_servers_close_is_answered_when_the_reader_is_cancelled_in_the
         lock.release()
     await trio.testing.wait_all_tasks_blocked()
     assert reading.cancelled_caught
-    await ws.aclose()
-    answer = await server.until(CloseConnection)
-    assert (answer.code, answer.reason) == (4050, "bye")
-    assert ws.closed is not None and ws.closed.code == 4050
+    started = trio.current_time()
+    async with trio.open_nursery() as closing:
+        closing.start_soon(ws.aclose)
+        answer = await server.until(CloseConnection)
+        if too_big:
+            await server.send(answer.response())  # the server's reply to our close
+    assert trio.current_time() - started < 1  # not DISCONNECT_TIMEOUT
+    expected = (1009, "message too big") if too_big else (4050, "bye")
+    assert (answer.code, answer.reason) == expected
+    assert ws.closed is not None and ws.closed.code == expected[0]

@@ -419,15 +419,17 @@ async def test_a_close_to_a_peer_that_reads_nothing_keeps_to_the_callers_deadlin
 
 
 @pytest.mark.parametrize("handed_over", [False, True], ids=["waiting", "handed-over"])
-@pytest.mark.parametrize("ping_first", [False, True], ids=["close", "ping-close"])
+@pytest.mark.parametrize("sent", ["close", "ping-close", "too-big", "unmasked"])
 async def test_a_peers_close_is_answered_when_a_wake_up_lands_in_the_wait_for_the_write_lock(
-    handed_over: bool, ping_first: bool
+    handed_over: bool, sent: str
 ) -> None:
     """Found in review: the peer's close read while a writer held the write lock, and the
     wake-up (drain, ``close_soon``: ``conn.reading`` covers all of ``receive``) cancelled
     the reader in its wait for the lock, or as the lock was handed to it: no close frame
     ever went out (``aclose`` saw the connection closed) and the peer saw 1006. Now the
-    close stays due and ``aclose``, as the gateway's ``_close``, sends it."""
+    close stays due and ``aclose``, as the gateway's ``_close``, sends it. The same for our
+    own verdict on the peer (a second review): a message too big (1009), a frame that breaks
+    the protocol (1002, RFC 6455 §5.1: a client's frames are masked)."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
     ws = WebSocket(server_stream, Protocol(ConnectionType.SERVER), max_message_size=MAX_MESSAGE)
     conn = Connection(ws=ws, queue_frames=8)
@@ -450,8 +452,14 @@ async def test_a_peers_close_is_answered_when_a_wake_up_lands_in_the_wait_for_th
         async with trio.open_nursery() as nursery:
             nursery.start_soon(gateway_reader)
             close = CloseConnection(code=4321, reason="bye")
-            frames = [Ping(payload=b"p"), close] if ping_first else [close]
-            await client_stream.send_all(b"".join(peer.send(e) for e in frames))
+            if sent == "unmasked":
+                wire = b"\x82\x01x"  # FIN, binary, 1 byte, no mask
+            elif sent == "too-big":
+                wire = peer.send(BytesMessage(data=bytes(MAX_MESSAGE + 1)))
+            else:
+                frames = [Ping(payload=b"p"), close] if sent == "ping-close" else [close]
+                wire = b"".join(peer.send(e) for e in frames)
+            await client_stream.send_all(wire)
             await trio.testing.wait_all_tasks_blocked()
             assert lock.statistics().tasks_waiting == 1  # the reader, to answer
             if handed_over:
@@ -466,5 +474,10 @@ async def test_a_peers_close_is_answered_when_a_wake_up_lands_in_the_wait_for_th
         while chunk := await client_stream.receive_some():
             received += chunk
     peer.receive_data(received)
-    assert list(peer.events()) == [close]
-    assert ws.close_code == 4321
+    events = list(peer.events())
+    expected = {"close": 4321, "ping-close": 4321, "too-big": 1009, "unmasked": 1002}[sent]
+    assert [type(e) for e in events] == [CloseConnection], events
+    assert events[0].code == expected
+    if sent.endswith("close"):
+        assert events == [close]
+    assert ws.close_code == expected
