@@ -217,7 +217,7 @@ async def serve(
                     serve_ops_http,
                     config.metrics_host,
                     config.metrics_port,
-                    server_routes(gateway, ctx.ding.gauges),
+                    server_routes(gateway, ctx.ding.gauges, ctx.stores.problems),
                 )
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as listening:

@@ -128,15 +128,22 @@ ExtraGauges = Callable[[], Mapping[str, tuple[str, float]]]
 
 
 def server_routes(
-    gateway: GatewayView, extra_gauges: ExtraGauges | None = None
+    gateway: GatewayView,
+    extra_gauges: ExtraGauges | None = None,
+    problems: Callable[[], list[str]] | None = None,
 ) -> dict[str, Route]:
     """``/healthz``: 200 ``ok`` while serving, 503 ``draining`` during shutdown (take the
-    instance out of rotation). ``/metrics``: the Prometheus text of ``server.metrics``, the
-    gateway's gauges and ``extra_gauges`` (the DING machinery's, from the app)."""
+    instance out of rotation), 503 ``unavailable`` with one line per problem while
+    ``problems`` (the stores') reports any (restart the instance). ``/metrics``: the
+    Prometheus text of ``server.metrics``, the gateway's gauges and ``extra_gauges`` (the
+    DING machinery's, from the app)."""
 
     def healthz() -> Response:
         if gateway.draining:
             return Response(503, b"draining\n")
+        found = problems() if problems is not None else []
+        if found:
+            return Response(503, "".join(f"unavailable: {p}\n" for p in found).encode())
         return Response(200, b"ok\n")
 
     def metrics() -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage.consent import ConsentStore
@@ -48,6 +49,10 @@ class Stores:
     #: L1 with D2: records of live streams started in organisation-internal groups (in the
     #: organisation conversations database).
     org_live: LiveStore
+    #: What keeps these stores from serving, as short sentences (none while healthy): an
+    #: operator's health check (``/healthz``) answers 503 with them, so an orchestrator
+    #: restarts the server instead of leaving it refusing every write.
+    problems: Callable[[], list[str]] = lambda: []
 
     def conversation_stores(self) -> tuple[CrossDomainStore, CrossDomainStore]:
         """Both conversation stores, cross-domain first, for what spans a user's

@@ -80,6 +80,15 @@ async def open_sqlite_stores(
         # Same schema as cross.db (the "cross" migrations), different domain: D2 data.
         open_database(root / ORG_CONVERSATIONS_DB, domain="cross", options=options) as org_convs,
     ):
+        databases = (personal, cross, orgs, moderation, org_convs)
+
+        def problems() -> list[str]:
+            return [
+                f"the writer of {db.path.name} stopped; writes to it are refused"
+                for db in databases
+                if db.writer.died
+            ]
+
         yield Stores(
             personal=SqlitePersonalStore(personal),
             cross=SqliteCrossDomainStore(cross),
@@ -92,6 +101,7 @@ async def open_sqlite_stores(
             org_conversations=SqliteCrossDomainStore(org_convs),
             org_ding=SqliteDingStore(org_convs, domain="org"),
             org_live=SqliteLiveStore(org_convs),
+            problems=problems,
         )
 
 

@@ -212,6 +212,11 @@ class SqliteWriter:
             self._queue.put(jobs)
 
     @property
+    def died(self) -> bool:
+        """The thread died of a bug: every write is refused (``StoreUnavailable``)."""
+        return self._death is not None
+
+    @property
     def commits(self) -> int:
         """Transactions committed so far (an int read: safe from another thread, which is
         how the checkpointer polls it)."""

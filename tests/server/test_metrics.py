@@ -91,6 +91,22 @@ async def test_healthz_and_metrics_answer_and_everything_else_is_refused(
     assert await _get(port, "/healthz") == (503, b"draining\n")
 
 
+async def test_healthz_is_unavailable_while_a_store_reports_a_problem(
+    nursery: trio.Nursery,
+) -> None:
+    """A dead store writer refuses every write: the health check says so (503), so an
+    orchestrator restarts the instance rather than leave it answering 4004 for good."""
+    found: list[str] = []
+    routes = server_routes(_FakeGateway(), problems=lambda: list(found))
+    port = await nursery.start(partial(serve_ops_http, "127.0.0.1", 0, routes))
+    assert await _get(port, "/healthz") == (200, b"ok\n")
+    found.append("the writer of cross.db stopped; writes to it are refused")
+    assert await _get(port, "/healthz") == (
+        503,
+        b"unavailable: the writer of cross.db stopped; writes to it are refused\n",
+    )
+
+
 async def test_a_client_that_sends_nothing_is_dropped(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -799,3 +799,26 @@ async def test_a_cancelled_waiter_of_a_dead_writer_is_answered_and_closing_ends(
 
     assert len(outcomes) == 1
     assert_unavailable(outcomes[0], stored=False)
+
+
+async def test_a_dead_writer_is_reported_by_the_stores_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Stores.problems`` names the database whose writer died (``/healthz`` shows it);
+    the other databases keep serving."""
+    with trio.fail_after(10):
+        async with open_sqlite_stores(tmp_path / "data") as stores:
+            assert stores.problems() == []
+            writer = stores.cross._writer  # type: ignore[attr-defined]
+
+            def broken_hand_back(*args: object) -> None:
+                raise WriterBug("bug in _hand_back")
+
+            monkeypatch.setattr(writer, "_hand_back", broken_hand_back)
+            # Committed before the thread died: reported as such; the next is refused.
+            first = await stores.cross.append(message("g:1", 1))
+            assert first.entry.seq == 1
+            with pytest.raises(StoreUnavailable):
+                await stores.cross.append(message("g:1", 2))
+            assert stores.problems() == ["the writer of cross.db stopped; writes to it are refused"]
+            await stores.personal.create_user(phone="+15550009", display_name="p", now=NOW)
