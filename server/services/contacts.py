@@ -87,7 +87,7 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
         raise ProtocolError(
             ErrorCode.INVALID_STATE, "you blocked this user: unblock them before adding them"
         )
-    if mine is not None and mine.state == "pending":
+    if mine is not None and mine.state == "pending" and _request_stands(theirs):
         # They asked us first: adding them back accepts.
         writes = [
             _write(caller, target, "accepted", mine.note, now),
@@ -108,23 +108,35 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
 
 
 async def respond(ctx: Context, conn: Connection, req: rq.ContactsRespond) -> replies.Contact:
+    """Accept or decline a request. M5: only a request that still stands can be accepted;
+    the requester's row is written only while it still says ``requested``."""
     caller = _user(conn)
     personal = ctx.stores.personal
     mine = await personal.get_contact(caller, req.user)
     if mine is None or mine.state != "pending":
         raise ProtocolError(ErrorCode.INVALID_STATE, "no contact request from this user")
+    theirs = await personal.get_contact(req.user, caller)
     now = ctx.clock.now_ms()
     if req.accept:
+        # The requester may have blocked the caller since (``block`` writes only the
+        # blocker's row, so the caller's ``pending`` row outlives the request), or blocked
+        # and unblocked them: accepting must not overwrite the block, nor make contacts of
+        # a user who withdrew. Refused; nothing is written.
+        if theirs is not None and theirs.state == "blocked":
+            raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
+        if not _request_stands(theirs):
+            raise ProtocolError(ErrorCode.INVALID_STATE, "this contact request was withdrawn")
         await enterprise.check_contact(ctx, caller, req.user)  # O1, O3
         writes = [
             _write(caller, req.user, "accepted", mine.note, now),
             _write(req.user, caller, "accepted", "", now),
         ]
     else:
-        writes = [
-            _write(caller, req.user, None, "", now),
-            _write(req.user, caller, "declined", "", now),
-        ]
+        # Declining clears the caller's request; the requester learns it only while their
+        # request still stands (a block of theirs stays as it is).
+        writes = [_write(caller, req.user, None, "", now)]
+        if _request_stands(theirs):
+            writes.append(_write(req.user, caller, "declined", "", now))
     changes, _ = await personal.write_contacts(writes, now=now)
     _publish_changes(ctx, writes, [c.pstream for c in changes])
     return await _info(ctx, caller, req.user)
@@ -188,6 +200,11 @@ async def qr(ctx: Context, conn: Connection, req: rq.ContactsQr) -> replies.QrTo
         token_hash=_qr_hash(token), user_id=caller, expires_at=expires_at
     )
     return replies.QrToken(token=token, expires_at=expires_at)
+
+
+def _request_stands(requester_row: ContactRow | None) -> bool:
+    """The requester's own row still says they asked (not withdrawn by a block since)."""
+    return requester_row is not None and requester_row.state == "requested"
 
 
 def _publish_changes(ctx: Context, writes: list[ContactWrite], pstreams: list[int]) -> None:

@@ -206,6 +206,46 @@ async def test_m5_block_refuses_direct_messages_and_contact_requests(harness: Ha
         assert event.user_id == uid(alice)
 
 
+async def test_m5_a_request_withdrawn_by_a_block_cannot_be_accepted(harness: Harness) -> None:
+    """M5, found by the router fuzz test: Bob's ``pending`` row outlives Alice's request
+    when she blocks him (a block changes only the blocker's row). Answering it overwrote
+    her block: accepting made them contacts, declining lifted the block. Now accepting is
+    refused and declining clears only Bob's row; after an unblock the request stays
+    withdrawn, and Bob adding Alice makes a fresh request."""
+    _, alice = await user(harness, "alice")
+    _, bob = await user(harness, "bob")
+    async with (
+        RivetClient.connect(harness.url, alice) as a,
+        RivetClient.connect(harness.url, bob) as b,
+    ):
+        await a.request(rq.ContactsAdd(rid=0, cmid="c1", user_id=uid(bob)))
+        await a.request(rq.ContactsBlock(rid=0, user=uid(bob), blocked=True))
+        assert await states(b) == {uid(alice): "pending"}
+        accept = rq.ContactsRespond(rid=0, user=uid(alice), accept=True)
+        assert await refused(b, accept) == ErrorCode.BLOCKED
+        assert await states(a) == {uid(bob): "blocked"}
+        declined: replies.Contact = await b.request(
+            rq.ContactsRespond(rid=0, user=uid(alice), accept=False)
+        )
+        assert declined.contact.state == "none"
+        assert await states(a) == {uid(bob): "blocked"}  # the block stands
+        assert await states(b) == {}
+
+        # Request, block, unblock: the request was withdrawn; accepting it is refused.
+        await a.request(rq.ContactsBlock(rid=0, user=uid(bob), blocked=False))
+        await a.request(rq.ContactsAdd(rid=0, cmid="c2", user_id=uid(bob)))
+        await a.request(rq.ContactsBlock(rid=0, user=uid(bob), blocked=True))
+        await a.request(rq.ContactsBlock(rid=0, user=uid(bob), blocked=False))
+        assert await states(a) == {}
+        assert await refused(b, accept) == ErrorCode.INVALID_STATE
+        # Adding her back is a fresh request, not an acceptance.
+        added: replies.Contact = await b.request(
+            rq.ContactsAdd(rid=0, cmid="c3", user_id=uid(alice))
+        )
+        assert added.contact.state == "requested"
+        assert await states(a) == {uid(bob): "pending"}
+
+
 async def test_m5_contacts_add_is_idempotent_by_cmid(harness: Harness) -> None:
     _, alice = await user(harness, "alice")
     _, bob = await user(harness, "bob")
