@@ -274,11 +274,11 @@ async def _run(ops: list[tuple[Any, ...]]) -> None:
 
 
 @settings(
-    max_examples=200,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(ops=st.lists(OPS, min_size=1, max_size=50))
+@given(ops=st.lists(OPS, min_size=1, max_size=150))
 # M5, found by this test: the blocker's own contact request lifted their block unasked.
 @example(ops=[("block", 1, 0, True), ("contact_add", 1, 0), ("contact_add", 0, 1)])
 @example(ops=[("block", 1, 0, True), ("contact_add", 1, 0), ("send", 0, ("direct", 1), 0)])
