@@ -221,7 +221,7 @@ async def leave(ctx: Context, conn: Connection, req: po.OrgLeave) -> Done:
     await _org(ctx, req.org)
     policy.may_leave_org(await ctx.stores.orgs.get_member(req.org, caller))
     policy.may_leave_own_org(await ctx.stores.orgs.account_of_user(caller), req.org)  # P5
-    await ctx.stores.orgs.remove_member(req.org, caller, now=ctx.clock.now_ms())
+    await _end_membership(ctx, req.org, caller, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(caller)
     ctx.org_feeds.drop_user(req.org, caller)
     return Done()
@@ -233,11 +233,24 @@ async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
     admin = await ctx.stores.orgs.get_member(req.org, caller)
     policy.may_remove_member(admin, await ctx.stores.orgs.get_member(req.org, req.user))
     policy.may_remove_from_org(await ctx.stores.orgs.account_of_user(req.user), req.org)  # P5
-    await ctx.stores.orgs.remove_member(req.org, req.user, now=ctx.clock.now_ms())
+    await _end_membership(ctx, req.org, req.user, now=ctx.clock.now_ms())
     ctx.org_index.invalidate(req.user)
     ctx.org_feeds.drop_user(req.org, req.user)
     await _admin_act(ctx, admin, "remove", f"user:{req.user}")
     return Done()
+
+
+async def _end_membership(ctx: Context, org_id: int, user_id: int, *, now: int) -> None:
+    """D4: consent does not outlive a membership. A grant in force is revoked as the
+    membership ends, at the same millisecond: membership spans are told apart by time
+    alone, so a grant made just before leaving would otherwise count for a membership
+    begun in that same millisecond (found by the consent fuzz test). The revocation is
+    written first: if removing the member then fails, the member is still in, without
+    consent (nothing is copied that should not be)."""
+    history = await ctx.stores.consent.consent_history(user_id, org_id)
+    if history and history[-1].granted:
+        await ctx.stores.consent.set_consent(user_id=user_id, org_id=org_id, granted=False, now=now)
+    await ctx.stores.orgs.remove_member(org_id, user_id, now=now)
 
 
 async def members(ctx: Context, conn: Connection, req: po.OrgMembers) -> po.OrgMemberPage:
