@@ -4,6 +4,7 @@ with their HTTP status and body, non-WebSocket requests, oversized requests, dea
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import trio
 import trio.testing
@@ -30,62 +31,49 @@ async def test_an_upgrade_is_accepted_and_a_binary_message_goes_both_ways() -> N
             nursery.cancel_scope.cancel()
 
 
-async def test_a_rejection_has_its_status_and_body_and_closes() -> None:
+async def _answers(*requests: Callable[[int], bytes]) -> list[bytes]:
+    """What the echo server answers each request (given its port), each on a connection
+    of its own, read to the end of the stream."""
+    answers = []
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             port = await start_server(nursery, _echo)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(upgrade_request("/reject", port))
-                answer = await read_all(stream)
-            assert answer.startswith(b"HTTP/1.1 403 ")
-            assert answer.endswith(b"\r\n\r\nnot you")
+            for request in requests:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    await stream.send_all(request(port))
+                    answers.append(await read_all(stream))
             nursery.cancel_scope.cancel()
+    return answers
+
+
+async def test_a_rejection_has_its_status_and_body_and_closes() -> None:
+    [answer] = await _answers(lambda port: upgrade_request("/reject", port))
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    assert answer.endswith(b"\r\n\r\nnot you")
 
 
 async def test_a_request_that_is_not_an_upgrade_gets_400() -> None:
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            port = await start_server(nursery, _echo)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                answer = await read_all(stream)
-            assert answer.startswith(b"HTTP/1.1 400 ")
-            nursery.cancel_scope.cancel()
+    [answer] = await _answers(lambda _: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_bad_http_gets_400_and_a_wrong_version_426() -> None:
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            port = await start_server(nursery, _echo)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(b"\x16\x03\x01 not http at all\r\n\r\n")
-                assert (await read_all(stream)).startswith(b"HTTP/1.1 400 ")
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                request = upgrade_request(port=port).replace(b"Version: 13", b"Version: 8")
-                await stream.send_all(request)
-                answer = await read_all(stream)
-                assert answer.startswith(b"HTTP/1.1 426 ")
-                assert b"sec-websocket-version: 13" in answer.lower()
-            nursery.cancel_scope.cancel()
+    not_http, wrong_version = await _answers(
+        lambda _: b"\x16\x03\x01 not http at all\r\n\r\n",
+        lambda port: upgrade_request(port=port).replace(b"Version: 13", b"Version: 8"),
+    )
+    assert not_http.startswith(b"HTTP/1.1 400 ")
+    assert wrong_version.startswith(b"HTTP/1.1 426 ")
+    assert b"sec-websocket-version: 13" in wrong_version.lower()
 
 
 async def test_a_request_over_the_size_cap_gets_431() -> None:
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            port = await start_server(nursery, _echo)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                # Just over the cap, and no end of headers: the server reads it all (so it
-                # closes with a FIN, not a reset that would discard the answer).
-                request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: "
-                await stream.send_all(request + b"a" * (MAX_REQUEST_BYTES + 100 - len(request)))
-                answer = await read_all(stream)
-            assert answer.startswith(b"HTTP/1.1 431 ")
-            nursery.cancel_scope.cancel()
+    # Just over the cap, and no end of headers: the server reads it all (so it closes with
+    # a FIN, not a reset that would discard the answer).
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: "
+    [answer] = await _answers(lambda _: request + b"a" * (MAX_REQUEST_BYTES + 100 - len(request)))
+    assert answer.startswith(b"HTTP/1.1 431 ")
 
 
 async def test_a_silent_peer_is_dropped_at_the_deadline() -> None:
