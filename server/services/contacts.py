@@ -76,8 +76,7 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
         raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot add yourself")
     await enterprise.check_contact(ctx, caller, target)  # O1, O3
     theirs = await personal.get_contact(target, caller)
-    if theirs is not None and theirs.state == "blocked":
-        raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
+    _refuse_if_blocked(theirs)
     mine = await personal.get_contact(caller, target)
     if mine is not None and mine.state == "accepted":
         return await _info(ctx, caller, target)
@@ -122,8 +121,7 @@ async def respond(ctx: Context, conn: Connection, req: rq.ContactsRespond) -> re
         # blocker's row, so the caller's ``pending`` row outlives the request), or blocked
         # and unblocked them: accepting must not overwrite the block, nor make contacts of
         # a user who withdrew. Refused; nothing is written.
-        if theirs is not None and theirs.state == "blocked":
-            raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
+        _refuse_if_blocked(theirs)
         if not _request_stands(theirs):
             raise ProtocolError(ErrorCode.INVALID_STATE, "this contact request was withdrawn")
         await enterprise.check_contact(ctx, caller, req.user)  # O1, O3
@@ -200,6 +198,12 @@ async def qr(ctx: Context, conn: Connection, req: rq.ContactsQr) -> replies.QrTo
         token_hash=_qr_hash(token), user_id=caller, expires_at=expires_at
     )
     return replies.QrToken(token=token, expires_at=expires_at)
+
+
+def _refuse_if_blocked(their_row: ContactRow | None) -> None:
+    """M5: the other user's row says they blocked the caller."""
+    if their_row is not None and their_row.state == "blocked":
+        raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
 
 
 def _request_stands(requester_row: ContactRow | None) -> bool:
