@@ -128,7 +128,11 @@ class Wire:
         )
         wire = cls(ws, on_event)
         nursery.start_soon(wire.read)
-        await wire.call(rq.Hello(rid=0, version=PROTOCOL_VERSION, token=token))
+        try:
+            await wire.call(rq.Hello(rid=0, version=PROTOCOL_VERSION, token=token))
+        except BaseException:
+            await trio.aclose_forcefully(ws)  # refused: the socket is not left open
+            raise
         return wire
 
     def next_rid(self) -> int:

@@ -46,7 +46,8 @@ class User:
     refresh_token: str
 
 
-def _pythonpath() -> str:
+def pythonpath() -> str:
+    """PYTHONPATH for a child process that imports this project."""
     return os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
@@ -74,7 +75,7 @@ def rivet_spec(
     return ServerSpec(
         name,
         tuple(argv),
-        env={"PYTHONPATH": _pythonpath()},
+        env={"PYTHONPATH": pythonpath()},
         ready_timeout=60.0,
         # ``rivet serve`` prints it once listening (a bare TCP probe would hold up its
         # shutdown until the handshake deadline).
@@ -99,7 +100,7 @@ def _template_root() -> Path:
 
 def bulk(data_dir: Path, count: int, out: Path) -> list[User]:
     """``rivet users bulk --count COUNT`` into ``data_dir``; the users, in index order."""
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, "PYTHONPATH": pythonpath()}
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "server.cli", "users", "bulk"),

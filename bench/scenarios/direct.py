@@ -10,6 +10,11 @@ Cases (``--case`` picks some; ``--connections`` counts connections, two per pair
   server goes). Acks come only after the commit (SQLite, ``synchronous=FULL``); the unit is
   a message delivered to the peer; latency is send to delivery; every message must be
   acknowledged once and delivered once (``unacked``, ``ack_duplicated`` count the acks).
+* ``relay`` / ``relay-durable``: Rivet's frames with none of its features
+  (``bench.baseline.relay``): the same pairs and workload, each ``msg.send`` validated,
+  acked and relayed to both users' connections (one receive, three sends, as Rivet);
+  ``relay-durable`` also stores each message as one row through Rivet's SQLite writer
+  before the ack. The floor of ``rivet`` on this stack: what no feature work can go below.
 * ``echo-plain-half`` / ``rivet-half``: both open loop at half of Rivet's maximum rate,
   ``rivet``'s throughput in the same repetition (or ``--rate``): the latency target is
   Rivet's p99 there against the bare echo's p99 at the same rate.
@@ -17,9 +22,13 @@ Cases (``--case`` picks some; ``--connections`` counts connections, two per pair
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from bench import patterns
 from bench.context import CaseResult, Options, RunContext
-from bench.rivet_server import rivet_spec, users_of
+from bench.harness import ServerSpec
+from bench.rivet_server import pythonpath, rivet_spec, template_for, users_of
 from bench.scenarios import Case, CaseFn, register
 from bench.scenarios._rivet import bare_echo, load, transport_echo
 
@@ -64,7 +73,30 @@ def _transport_echo(ctx: RunContext) -> CaseResult:
     return transport_echo(ctx, shape, "echo-transport")
 
 
-def _rivet(half: bool) -> CaseFn:
+def _relay_spec(users: int, durable: bool) -> ServerSpec:
+    """``bench.baseline.relay`` with the run's users (and its table, ``durable``)."""
+    argv = ["{python}", "-m", "bench.baseline.relay", "--host", "{host}", "--port", "{port}"]
+    argv += ["--users", "{data_dir}/users.jsonl"]
+    if durable:
+        argv += ["--durable", "{data_dir}"]
+    listing = template_for(users) / "users.jsonl"
+
+    def prepare(data_dir: Path) -> None:
+        shutil.copy(listing, data_dir / "users.jsonl")
+
+    return ServerSpec(
+        "relay-durable" if durable else "relay",
+        tuple(argv),
+        env={"PYTHONPATH": pythonpath()},
+        prepare=prepare,
+        ready_text="relay (",
+    )
+
+
+def _rivet(half: bool, relay: str | None = None) -> CaseFn:
+    """The pairs against Rivet, or against ``bench.baseline.relay`` (``relay``: its case
+    name)."""
+
     def run(ctx: RunContext) -> CaseResult:
         rate = _half_rate(ctx) if half else None
         n = _connections(ctx)
@@ -77,7 +109,13 @@ def _rivet(half: bool) -> CaseFn:
             window=WINDOW,
             rate=rate,
         )
-        with ctx.server(rivet_spec("rivet-direct", users=n)) as server:
+        if relay is None:
+            spec = rivet_spec("rivet-direct", users=n)
+        elif ctx.options.url is not None:
+            raise ValueError(f"{relay} starts its own server: leave out --url")
+        else:
+            spec = _relay_spec(n, durable=relay == "relay-durable")
+        with ctx.server(spec) as server:
             users = users_of(ctx, server, n)
 
             def extra(role: str, first: int, count: int) -> dict[str, object]:
@@ -98,7 +136,7 @@ def _rivet(half: bool) -> CaseFn:
                 server,
                 shape,
                 workload="bench.rivet_workloads:direct",
-                label="rivet-half" if half else "rivet",
+                label=relay or ("rivet-half" if half else "rivet"),
                 extra=extra,
             )
         result.figures["connections"] = n
@@ -113,7 +151,7 @@ def _rivet(half: bool) -> CaseFn:
             and c.get("ack_unexpected") == 0
             and c.get("acked") == c.get("sent")
         )
-        if not half and isinstance(result.figures["throughput"], int | float):
+        if not half and relay is None and isinstance(result.figures["throughput"], int | float):
             _max_rate[ctx.repetition] = float(result.figures["throughput"])
         return result
 
@@ -134,6 +172,18 @@ def direct_cases(options: Options) -> list[Case]:
             "rivet",
             "N/2 pairs chatting 1:1, window in flight, acked after commit, delivered",
             _rivet(False),
+            "echo-plain",
+        ),
+        Case(
+            "relay",
+            "Rivet's direct frames, no features: validated, acked, relayed (the floor)",
+            _rivet(False, "relay"),
+            "echo-plain",
+        ),
+        Case(
+            "relay-durable",
+            "relay, each message first stored as one row through Rivet's SQLite writer",
+            _rivet(False, "relay-durable"),
             "echo-plain",
         ),
         Case("echo-plain-half", "bare echo, open loop at half Rivet's max rate", _echo(True)),

@@ -60,10 +60,12 @@ def test_direct(tmp_path: Path) -> None:
         "echo-plain",
         "echo-transport",
         "rivet",
+        "relay",
+        "relay-durable",
         "echo-plain-half",
         "rivet-half",
     ]
-    for case in ("rivet", "rivet-half"):
+    for case in ("rivet", "relay", "relay-durable", "rivet-half"):
         c = _run(doc, case)["correctness"]
         _zero(c)
         assert c["sent"] == c["received"] == c["acked"] == 4 * 20
@@ -75,6 +77,8 @@ def test_direct(tmp_path: Path) -> None:
     assert pairs == {
         ("echo-transport", "echo-plain"),
         ("rivet", "echo-plain"),
+        ("relay", "echo-plain"),
+        ("relay-durable", "echo-plain"),
         ("rivet-half", "echo-plain-half"),
     }
 
