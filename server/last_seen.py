@@ -15,6 +15,7 @@ import logging
 
 import trio
 
+from server.background import REFUSED, Outage
 from storage.interfaces import PersonalStore
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ class LastSeen:
     def __init__(self, personal: PersonalStore, *, interval: float = 1.0) -> None:
         self._personal = personal
         self._interval = interval
+        #: The wait before the next write: ``interval``, or longer while they are refused.
+        self._wait = interval
+        self._outage = Outage("last-seen times")
         #: device id -> the latest time it was seen, not written yet.
         self._pending: dict[int, int] = {}
         self.written = 0
@@ -36,7 +40,7 @@ class LastSeen:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await trio.sleep(self._interval)
+            await trio.sleep(self._wait)
             await self.flush()
 
     async def flush(self) -> None:
@@ -47,9 +51,15 @@ class LastSeen:
         try:
             with trio.CancelScope(shield=True):
                 await self._personal.touch_devices(sorted(batch.items()))
-        except Exception:
-            log.exception("writing last-seen times failed; will retry")
+        except Exception as error:
+            if isinstance(error, REFUSED):
+                # Logged once per outage; the next tries back off.
+                self._wait = max(self._interval, self._outage.refused(error))
+            else:
+                log.exception("writing last-seen times failed; will retry")
             for device_id, at in batch.items():
                 self.note(device_id, now=at)
             return
+        self._outage.over()
+        self._wait = self._interval
         self.written += len(batch)

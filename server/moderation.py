@@ -32,6 +32,7 @@ import trio
 
 from protocol.errors import CloseCode
 from server import policy
+from server.background import REFUSED, Outage
 from server.bus import Disconnect
 from server.context import Context
 from server.domains import conversation_store
@@ -170,13 +171,21 @@ class ModerationWatcher:
         effects are in the stores, which every login and sync reads."""
         store = self._ctx.stores.moderation
         self._last = await store.last_act_id()
+        outage = Outage("moderation watcher")
+        wait = self._ctx.config.moderation_poll_seconds
         task_status.started()
         while True:
-            await trio.sleep(self._ctx.config.moderation_poll_seconds)
+            await trio.sleep(wait)
+            wait = self._ctx.config.moderation_poll_seconds
             try:
                 await self.poll()
+            except REFUSED as error:
+                # An act's write (a recall) was refused: logged once, retried with backoff.
+                wait = max(wait, outage.refused(error))
             except StoreError:
                 log.warning("moderation log unreadable; retrying", exc_info=True)
+            else:
+                outage.over()
 
     async def poll(self) -> int:
         """Apply every act logged since the last poll; returns how many."""

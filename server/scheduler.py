@@ -14,8 +14,10 @@ Guarantees: a key is fired at the earliest once its due time has passed by the c
 due order; keys due together go out in one ``fire`` call of at most ``batch`` keys. A key
 may be fired twice (scheduled twice, or re-scheduled after a failed ``fire``): ``fire``
 must be idempotent, which the store's state checks make it. If ``fire`` raises, its keys
-are scheduled again ``retry_seconds`` later. Cancelling ``run`` loses nothing: the store
-still has every timer, and the next ``run`` loads them again.
+are scheduled again ``retry_seconds`` later; if the store refused its writes
+(``server.background.Outage``), later still, the wait doubling while the refusals last.
+Cancelling ``run`` loses nothing: the store still has every timer, and the next ``run`` loads
+them again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from server.background import REFUSED, Outage
 from server.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class Scheduler(Generic[K]):
         max_sleep: float = DEFAULT_MAX_SLEEP_SECONDS,
         batch: int = DEFAULT_BATCH,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        name: str = "timers",
     ) -> None:
         if max_sleep <= 0 or batch < 1:
             raise ValueError("max_sleep must be positive and batch at least 1")
@@ -79,6 +83,8 @@ class Scheduler(Generic[K]):
         self._wake = trio.Event()
         self._fired = 0
         self._failures = 0
+        #: ``fire`` calls whose writes the store refused (logged once per outage).
+        self._outage = Outage(name)
 
     def schedule(self, due_ms: int, key: K) -> None:
         """Wait for ``key`` until ``due_ms`` (wall clock). Safe to call before ``run``."""
@@ -134,13 +140,21 @@ class Scheduler(Generic[K]):
         self._fired += len(keys)
         try:
             await self._fire(keys)
+        except REFUSED as error:
+            # Logged once per outage; the retries back off (the store may refuse until the
+            # server restarts).
+            retry_ms = max(self._retry_ms, int(self._outage.refused(error) * 1000))
         except Exception:
-            self._failures += 1
             log.exception("timers failed to fire; retrying", extra={"timers": len(keys)})
-            retry_at = self._clock.now_ms() + self._retry_ms
-            for key in keys:
-                heapq.heappush(self._heap, (retry_at, next(self._order), key))
-            # Do not spin on a failing store: wait for the retry time (or a poke).
-            with trio.move_on_after(self._retry_ms / 1000):
-                self._wake = trio.Event()
-                await self._wake.wait()
+            retry_ms = self._retry_ms
+        else:
+            self._outage.over()
+            return
+        self._failures += 1
+        retry_at = self._clock.now_ms() + retry_ms
+        for key in keys:
+            heapq.heappush(self._heap, (retry_at, next(self._order), key))
+        # Do not spin on a failing store: wait for the retry time (or a poke).
+        with trio.move_on_after(retry_ms / 1000):
+            self._wake = trio.Event()
+            await self._wake.wait()

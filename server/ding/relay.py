@@ -6,6 +6,9 @@ with the row's idempotency key (fixed per step), and records the outcome: ``sent
 leaves the outbox), a retry later with exponential backoff (the row stays, unclaimed, with
 its next attempt time persisted), or ``failed`` after ``max_attempts`` or a permanent
 refusal. At start every claim is released: rows a killed process had claimed are sent again.
+While the store refuses writes (``server.background.REFUSED``: its writer died), claiming
+and recording back off (``Outage``) instead of ending the server; a sent step whose outcome
+cannot be recorded keeps its claim, and is sent again (same key) after the restart.
 
 So the guarantee is **at least once per step, with the same key every time**: a crash after
 the provider accepted a step and before ``outbox_sent`` committed repeats it after the
@@ -23,9 +26,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
+from server.background import Outage
 from server.clock import Clock
 from server.notify.interface import Notifier, NotifyError
 from storage.ding import DingStore
@@ -105,6 +110,7 @@ class OutboxRelay:
         on_change: Callable[[StepChange], None],
         on_refund: Callable[[], None] = lambda: None,
         options: RelayOptions | None = None,
+        name: str = "DING relay",
     ) -> None:
         self._store = store
         self._personal = personal
@@ -115,6 +121,8 @@ class OutboxRelay:
         #: A failed step was owed its unit back (``Unreachable``): carry the refund out.
         self._on_refund = on_refund
         self._options = options or RelayOptions()
+        #: Claims and recorded outcomes the store refused (one outage for both).
+        self._outage = Outage(name)
         self._wake = trio.Event()
         self._in_flight = 0
         self._sent = 0
@@ -143,7 +151,7 @@ class OutboxRelay:
                 delay = self._options.max_sleep_seconds
                 room = self._options.concurrency - self._in_flight
                 if room > 0:
-                    items = await self._store.claim_outbox(now=self._clock.now_ms(), limit=room)
+                    items = await self._outage.retry(partial(self._claim, room))
                     for item in items:
                         self._in_flight += 1
                         workers.start_soon(self._deliver, item)
@@ -156,12 +164,21 @@ class OutboxRelay:
                 with trio.move_on_after(delay):
                     await self._wake.wait()
 
+    async def _claim(self, limit: int) -> list[OutboxItem]:
+        return await self._store.claim_outbox(now=self._clock.now_ms(), limit=limit)
+
     async def _deliver(self, item: OutboxItem) -> None:
         try:
             error = await self._call(item)
-            # Record the outcome even while shutting down: a sent step must not be re-sent.
-            with trio.CancelScope(shield=True):
-                change = await self._record(item, error)
+
+            async def record() -> StepChange | None:
+                # Record the outcome even while shutting down: a sent step must not be
+                # re-sent. Only the wait between refused attempts is cancellable.
+                with trio.CancelScope(shield=True):
+                    change = await self._record(item, error)
+                return change
+
+            change = await self._outage.retry(record)
             if change is not None:
                 self._on_change(change)
                 if isinstance(error, Unreachable):
@@ -204,24 +221,28 @@ class OutboxRelay:
 
     async def _record(self, item: OutboxItem, error: NotifyError | None) -> StepChange | None:
         now = self._clock.now_ms()
+        # Each counter moves once the outcome is stored (``_deliver`` may call this again).
         if error is None:
+            sent = await self._store.outbox_sent(item.step_id, now=now)
             self._sent += 1
-            return await self._store.outbox_sent(item.step_id, now=now)
+            return sent
         attempt = item.attempts + 1
         if not error.retryable or attempt >= self._options.max_attempts:
+            failed = await self._store.outbox_failed(
+                item.step_id, now=now, refund=isinstance(error, Unreachable)
+            )
             self._failed += 1
             log.warning(
                 "a DING step failed",
                 extra={"step_id": item.step_id, "attempts": attempt, "reason": str(error)},
             )
-            return await self._store.outbox_failed(
-                item.step_id, now=now, refund=isinstance(error, Unreachable)
-            )
-        self._retried += 1
+            return failed
         backoff = min(
             self._options.backoff_cap_seconds,
             self._options.backoff_base_seconds * 2 ** (attempt - 1),
         )
-        return await self._store.outbox_retry(
+        retried = await self._store.outbox_retry(
             item.step_id, next_attempt_at=now + int(backoff * 1000), now=now
         )
+        self._retried += 1
+        return retried

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
+from server.background import REFUSED, Outage
 from server.bus import Bus, Deliver
 from server.clock import Clock
 from server.config import Config
@@ -104,7 +105,9 @@ class DingRuntime:
         self._publish = publish
         self._is_online = is_online
         self._org_alive = org_alive
-        self.scheduler: Scheduler[StepKey] = Scheduler(clock, self.fire, max_sleep=max_sleep)
+        self.scheduler: Scheduler[StepKey] = Scheduler(
+            clock, self.fire, max_sleep=max_sleep, name="DING timers"
+        )
         #: One outbox relay per store (each store's outbox is in its own database).
         self.relays = {
             domain: OutboxRelay(
@@ -116,6 +119,7 @@ class DingRuntime:
                 on_change=self.publish_change,
                 on_refund=self.refunds_due,
                 options=relay_options,
+                name=f"DING relay ({domain})",
             )
             for domain, each in self.stores.items()
         }
@@ -327,12 +331,17 @@ class DingRuntime:
         return given
 
     async def _run_refunds(self) -> None:
+        outage = Outage("DING refunds")
         while True:
             self._refunds_due = trio.Event()
             try:
                 await self.settle_refunds()
+            except REFUSED as error:
+                outage.refused(error)  # logged once; the next round (a minute at most) retries
             except Exception:
                 log.exception("DING refunds failed; retrying")
+            else:
+                outage.over()
             with trio.move_on_after(REFUND_EVERY_SECONDS):
                 await self._refunds_due.wait()
 

@@ -26,6 +26,7 @@ import trio
 
 from protocol.live import LiveCohostEvent, LiveHandEvent, LiveHostEvent
 from server import policy
+from server.background import REFUSED, Outage
 from server.clock import Clock
 from server.config import Config
 from server.connection import Connection
@@ -61,6 +62,8 @@ class LiveRuntime:
         self.max_cohosts = max_cohosts
         self.grace_seconds = grace_seconds
         self.checkpoint_seconds = checkpoint_seconds
+        #: Checkpoints and expiries whose writes were refused (logged once per outage).
+        self.outage = Outage("live streams")
         self._stores = stores
         #: Group id -> (the member-id tuple the member cache gave, the same ids as a set), so
         #: thousands of joins test membership in O(1) and follow the cache's invalidation.
@@ -182,9 +185,13 @@ class LiveRuntime:
                 await self.store_for(stream.origin).checkpoint_live(
                     stream.origin, stream.number, peak_viewers=figures[0], total_viewers=figures[1]
                 )
+            except REFUSED as error:
+                self.outage.refused(error)  # the next checkpoint retries
+                continue
             except StoreError:
                 log.exception("storing live viewer figures failed; will retry")
                 continue
+            self.outage.over()
             stream.checkpointed = figures
 
     async def run(

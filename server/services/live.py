@@ -23,6 +23,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import conversation_kind
 from protocol.replies import Done
 from server import policy
+from server.background import REFUSED
 from server.connection import Connection
 from server.context import Context
 from server.live import LiveStream
@@ -344,9 +345,16 @@ async def expire(ctx: Context, live_id: str) -> None:
         return
     try:
         await end_stream(ctx, stream, "host_left")
-    except StoreError:
-        log.exception("ending a live stream failed; will retry", extra={"live_id": live_id})
-        ctx.live.grace.arm(live_id, trio.current_time() + EXPIRY_RETRY_SECONDS)
+    except StoreError as error:
+        retry = EXPIRY_RETRY_SECONDS
+        if isinstance(error, REFUSED):
+            # Logged once per outage (every stream's expiry shares it); retries back off.
+            retry = max(retry, ctx.live.outage.refused(error))
+        else:
+            log.exception("ending a live stream failed; will retry", extra={"live_id": live_id})
+        ctx.live.grace.arm(live_id, trio.current_time() + retry)
+        return
+    ctx.live.outage.over()
 
 
 async def run(
