@@ -11,7 +11,10 @@ client's CPU.
 Contract (what trio-websocket's users relied on, kept):
 
 - One task reads (``get_message``) at a time; any number of tasks send: ``send_message``
-  writes each frame whole under a lock (wsproto masks every client frame).
+  writes each frame whole under a lock (wsproto masks every client frame). A send cancelled
+  once part of its frame went out leaves the stream torn: no byte may follow (the server
+  would read it as the rest of that frame), so later sends raise ``ConnectionClosed`` and
+  ``aclose`` closes the stream without a close frame.
 - Control frames are handled while reading: a ping is answered, a close from the server is
   answered and ends the messages. Nothing reads while nobody calls ``get_message``: the
   server then meets TCP backpressure (there is no queue to fill, see house habit 6) and its
@@ -22,6 +25,10 @@ Contract (what trio-websocket's users relied on, kept):
 - The errors are trio-websocket's own classes (``ConnectionClosed``/``CloseReason``,
   ``HandshakeError`` and its ``ConnectionRejected``, ``ConnectionTimeout``,
   ``DisconnectionTimeout``), so ``except`` clauses written against it keep working.
+- ``aclose`` sends its close frame whole even when its caller is cancelled (as
+  trio-websocket's shielded close did), within ``CLOSE_SEND_TIMEOUT``: the server sees our
+  code, not 1006. The wait for the server's reply is given up on cancellation, the stream is
+  closed either way, and the cancellation goes on to the caller.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 __all__ = [
+    "CLOSE_SEND_TIMEOUT",
     "DISCONNECT_TIMEOUT",
     "MAX_MESSAGE_SIZE",
     "ClientWebSocket",
@@ -72,6 +80,11 @@ __all__ = [
 #: trio-websocket's defaults, kept.
 DISCONNECT_TIMEOUT = 60.0
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: How long ``aclose``'s close frame may take to go out, the wait for the send lock (a
+#: frame of another task going out) included. It is sent shielded from cancellation, so
+#: this is what bounds a cancelled ``aclose`` when the server does not read; past it the
+#: stream is closed without (the rest of) the close. The server's ``CONTROL_TIMEOUT``.
+CLOSE_SEND_TIMEOUT = 5.0
 #: Bytes asked of the stream per read (trio's own default): a catch-up page or a burst of
 #: events comes in one read, not in trio-websocket's 4 KiB slices.
 RECEIVE_SIZE = 65536
@@ -152,6 +165,8 @@ class ClientWebSocket:
         self._stream_closed = False
         #: ``_handle_events`` did not finish (cancelled): wsproto may hold events.
         self._interrupted = False
+        #: A frame was cut short (its write cancelled part way): nothing may follow it.
+        self._torn = False
 
     @property
     def closed(self) -> CloseReason | None:
@@ -184,7 +199,11 @@ class ClientWebSocket:
         reader sees it if a task is reading, else this reads), then close the stream, always,
         cancelled or not. Unread messages are dropped. Idempotent; does not raise for an
         already closed or broken connection; ``DisconnectionTimeout`` if the server did not
-        answer in time."""
+        answer in time, or did not take our close frame within ``CLOSE_SEND_TIMEOUT``.
+
+        Cancelled, it still sends the close frame whole (after a frame of another task that
+        is going out), shielded but within ``CLOSE_SEND_TIMEOUT``; then gives up waiting for
+        the server's reply, closes the stream and raises the cancellation."""
         if self._stream_closed:
             return
         try:
@@ -292,36 +311,68 @@ class ClientWebSocket:
         try:
             if self._close_reason is not None or self._protocol.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(self._close_reason or _ABNORMAL)
+            if self._torn:
+                raise ConnectionClosed(_ABNORMAL)
             data = self._protocol.send(event)
             try:
-                await self.stream.send_all(data)
+                await self._write(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise ConnectionClosed(self._close_reason or _ABNORMAL) from None
         finally:
             lock.release()
 
     async def _send_control(self, event: Pong | CloseConnection) -> None:
-        """A pong or a close, if wsproto's state allows it; a broken stream is left for the
-        reader to find."""
+        """A pong or a close, if wsproto's state allows it and no frame was torn; a broken
+        stream is left for the reader to find."""
         async with self._send_lock:
             # A cancel that landed as the lock was handed to us is taken before wsproto's
             # state moves on: a close is then still due, for ``_close_handshake`` to send.
             await trio.lowlevel.checkpoint_if_cancelled()
             state = self._protocol.state
-            if state is ConnectionState.OPEN or (
-                state is ConnectionState.REMOTE_CLOSING and isinstance(event, CloseConnection)
+            if not self._torn and (
+                state is ConnectionState.OPEN
+                or (state is ConnectionState.REMOTE_CLOSING and isinstance(event, CloseConnection))
             ):
                 data = self._protocol.send(event)
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self.stream.send_all(data)
+                    await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
+        """Write one whole frame (the send lock held). Interrupted once part of it went out,
+        the stream is torn (``_torn``)."""
+        stream = self.stream
+        sent = 0
+        try:
+            if isinstance(stream, trio.SocketStream):
+                # The socket written directly rather than with ``send_all``, to know whether
+                # any of the frame went out if cancelled (as the server's transport does).
+                sock = stream.socket
+                with memoryview(data) as view:
+                    while sent < len(view):
+                        sent += await sock.send(view[sent:])
+            else:
+                # Other streams (TLS) cannot tell how much went out: a cancellation pending
+                # is taken before the first byte, any later one tears the frame.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                sent = -1
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except OSError as error:  # the socket's, as ``SocketStream.send_all`` translates them
+            raise trio.BrokenResourceError(f"the stream broke: {error}") from error
+        except BaseException:
+            if sent:
+                self._torn = True
+            raise
 
     # --- closing ----------------------------------------------------------------------------
 
     async def _close_handshake(self, code: int, reason: str) -> None:
         self._messages.clear()
+        close: CloseConnection | None = None
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
-            await self._send_control(CloseConnection(code=code, reason=reason))
+            close = CloseConnection(code=code, reason=reason)
         elif (
             self._protocol.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
             and self._close_reason.code != CloseCode.ABNORMAL_CLOSURE
@@ -331,7 +382,22 @@ class ClientWebSocket:
             # (``_fail``). The reader was cancelled waiting for the send lock to send it.
             # Sent here, or the server sees 1006 (and we would wait for its close in vain).
             due = self._close_reason
-            await self._send_control(CloseConnection(code=due.code, reason=due.reason or ""))
+            close = CloseConnection(code=due.code, reason=due.reason or "")
+        if close is not None:
+            # Shielded: a cancelled caller (its ``move_on_after``, its nursery) must not cut
+            # the close short, or the server sees 1006 (or half a frame), not our code. The
+            # wait for a frame of another task going out is shielded too; past the deadline
+            # the close is not sent, or is torn, and ``aclose`` closes the stream.
+            deadline = trio.current_time() + CLOSE_SEND_TIMEOUT
+            with trio.CancelScope(deadline=deadline, shield=True) as sending:
+                await self._send_control(close)
+            # The caller's cancellation, held off while the close went out, is taken here:
+            # the wait for the server's reply is given up, ``aclose`` closes the stream.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if sending.cancelled_caught:
+                raise DisconnectionTimeout  # the server did not take our close in time
+        if self._torn:
+            return  # no close could go out after a frame cut short: none will come back
         # RFC 6455 §7.1.1: wait for the server's close, reading for it unless another task
         # is; then ``aclose`` closes the TCP connection (as trio-websocket's did), rather
         # than wait for the server to.

@@ -1,16 +1,21 @@
 """The SDK's client WebSocket against a wsproto server endpoint, in memory: the upgrade and
 its refusal, messages (batched, fragmented, too big), pings, closes from either side and
-their codes, a broken stream, and the close that always closes the stream."""
+their codes, a broken stream, and the close that always closes the stream; a cancelled
+close still sends its whole close frame, and no frame ever follows one cut short."""
 
 from __future__ import annotations
 
+import socket
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -41,9 +46,11 @@ E = TypeVar("E", bound=Event)
 class Server:
     """The other end: wsproto's server side over one half of a memory stream pair."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, ws: WSConnection | Connection | None = None
+    ) -> None:
         self.stream = stream
-        self.ws = WSConnection(ConnectionType.SERVER)
+        self.ws = WSConnection(ConnectionType.SERVER) if ws is None else ws
         self._unread: deque[Event] = deque()
 
     async def request(self) -> Request:
@@ -398,3 +405,275 @@ async def test_the_servers_close_is_answered_when_the_reader_is_cancelled_in_the
     expected = (1009, "message too big") if too_big else (4050, "bye")
     assert (answer.code, answer.reason) == expected
     assert ws.closed is not None and ws.closed.code == expected[0]
+
+
+# --- a cancelled close ---------------------------------------------------------------------
+
+
+class _Valve(trio.abc.SendStream):
+    """The client's sending side when the server stopped reading: while shut, a write puts
+    the first ``room`` bytes of its data on the wire (what the socket buffer took) and waits
+    for the server to read again; cancelled then, the rest never goes out, as on a socket.
+    Closed, it ends the server's stream and fails a write waiting in it."""
+
+    def __init__(self, inner: trio.abc.SendStream, room: int = 1) -> None:
+        self.inner = inner
+        self.room = room
+        self.opened = trio.Event()  # the server reads again
+        self.blocked = trio.Event()  # a write waits
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if not self.opened.is_set():
+            await self.inner.send_all(data[: self.room])
+            data = data[self.room :]
+            self.blocked.set()
+            await self.opened.wait()
+            if self._closed:
+                raise trio.ClosedResourceError
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.opened.wait()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.opened.set()
+        await self.inner.aclose()
+
+
+def _valve(ws: ClientWebSocket) -> _Valve:
+    stream = ws.stream
+    assert isinstance(stream, trio.StapledStream)
+    valve = _Valve(stream.send_stream)
+    stream.send_stream = valve
+    return valve
+
+
+async def _to_the_end(server: Server) -> tuple[bytes, list[Event]]:
+    """All the bytes the server gets until the client's end, and what wsproto makes of them."""
+    received = bytearray()
+    with trio.fail_after(30):
+        while chunk := await server.stream.receive_some():
+            received += chunk
+    server.ws.receive_data(bytes(received))
+    events = list(server.ws.events())
+    server.ws.receive_data(None)  # (its 1006 would come before the events of the bytes)
+    return bytes(received), events + list(server.ws.events())
+
+
+def _closes(events: list[Event]) -> list[tuple[int, str | None]]:
+    return [(e.code, e.reason or None) for e in events if isinstance(e, CloseConnection)]
+
+
+@asynccontextmanager
+async def over_a_socket_pair() -> AsyncIterator[tuple[ClientWebSocket, Server]]:
+    """An open pair over a real socket pair (no upgrade), small buffers: a big frame blocks."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        for sock in (ours, theirs):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        ws = ClientWebSocket(stream, Connection(ConnectionType.CLIENT))
+        peer = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+        yield ws, Server(peer, Connection(ConnectionType.SERVER))
+
+
+async def test_a_cancelled_aclose_still_sends_its_whole_close_frame(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The defect: the caller's ``move_on_after`` expired while the close frame was being
+    written (the server not reading for a while), the write was cut short and the stream
+    closed, and the server saw half a close frame and 1006. Now the close goes out whole
+    (shielded) once the server reads again, then the cancellation goes on to the caller."""
+    ws, server = await opened(nursery)
+    valve = _valve(ws)
+
+    async def server_reads_again() -> None:
+        await trio.sleep(2)
+        valve.opened.set()
+
+    nursery.start_soon(server_reads_again)
+    started = trio.current_time()
+    returned = False
+    with trio.move_on_after(1) as caller:
+        await ws.aclose(4001, "bye")
+        returned = True
+    assert caller.cancelled_caught and not returned  # the cancellation was not swallowed
+    assert trio.current_time() - started == pytest.approx(2)  # until the close went out
+    with pytest.raises(trio.ClosedResourceError):
+        await ws.stream.send_all(b"")
+    _, events = await _to_the_end(server)
+    assert _closes(events)[0] == (4001, "bye")
+
+
+@pytest.mark.parametrize("cancelled", [True, False], ids=["cancelled", "not-cancelled"])
+async def test_a_close_the_server_never_takes_is_given_up_after_the_close_send_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, cancelled: bool
+) -> None:
+    """The shield is bounded: a server that never reads again holds a cancelled ``aclose``
+    ``CLOSE_SEND_TIMEOUT``, not forever; an uncancelled one then raises
+    ``DisconnectionTimeout`` (not after the whole ``DISCONNECT_TIMEOUT``). The stream is
+    closed either way."""
+    ws, server = await opened(nursery)
+    _valve(ws)  # never opened
+    started = trio.current_time()
+    if cancelled:
+        with trio.move_on_after(1) as caller:
+            await ws.aclose(4001, "bye")
+        assert caller.cancelled_caught
+    else:
+        with pytest.raises(DisconnectionTimeout):
+            await ws.aclose(4001, "bye")
+    assert trio.current_time() - started == pytest.approx(websocket.CLOSE_SEND_TIMEOUT)
+    received, events = await _to_the_end(server)
+    assert len(received) == 1  # the close frame's first byte, then the end
+    assert _closes(events) == [(1006, None)]
+
+
+@pytest.mark.parametrize("when", ["before-the-call", "in-the-reply-wait"])
+async def test_a_cancelled_aclose_sends_its_close_closes_the_socket_and_raises(
+    autojump_clock: trio.testing.MockClock, when: str
+) -> None:
+    """Cancelled before it is called (a cancelled nursery's cleanup), or while it waits for
+    the server's reply: the close frame went out, the socket is closed (no fd left open)
+    and the cancellation goes on to the caller. Before, an already cancelled ``aclose`` sent
+    no close at all (the server saw 1006)."""
+    async with over_a_socket_pair() as (ws, server):
+        stream = ws.stream
+        assert isinstance(stream, trio.SocketStream)
+        caller = trio.CancelScope(deadline=trio.current_time() + 1)
+        if when == "before-the-call":
+            caller.cancel()
+        started = trio.current_time()
+        returned = False
+        with caller:
+            await ws.aclose(4001, "bye")
+            returned = True
+        assert caller.cancelled_caught and not returned
+        assert trio.current_time() - started == pytest.approx(0 if when == "before-the-call" else 1)
+        assert stream.socket.fileno() == -1
+        _, events = await _to_the_end(server)
+        assert _closes(events)[0] == (4001, "bye")
+
+
+@pytest.mark.parametrize("sender", ["finishes", "cancelled-too", "stuck"])
+async def test_a_cancelled_aclose_never_interleaves_with_a_frame_going_out(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, sender: str
+) -> None:
+    """``aclose`` cancelled while a sender's frame is half out (the server stopped reading):
+    the close waits for that frame, shielded, and follows it whole when the server reads
+    again ("finishes"; before, the stream was closed under the sender and the server saw
+    1006). If the sender is cancelled too (their nursery is), its frame is cut short and no
+    byte may follow it: the stream is closed without a close frame. A sender that never
+    finishes holds ``aclose`` no longer than ``CLOSE_SEND_TIMEOUT``."""
+    ws, server = await opened(nursery)
+    valve = _valve(ws)
+    message = bytes(1000)
+    outcome: list[str] = []
+
+    async def server_reads_again() -> None:
+        await trio.sleep(2)
+        valve.opened.set()
+
+    if sender != "stuck":
+        nursery.start_soon(server_reads_again)
+
+    async def send() -> None:
+        try:
+            await ws.send_message(message)
+            outcome.append("sent")
+        except ConnectionClosed:
+            outcome.append("closed")
+
+    closer = trio.CancelScope()
+
+    async def close() -> None:
+        with closer:
+            await ws.aclose(4001, "bye")
+            outcome.append("aclose returned")
+
+    started = trio.current_time()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(send)
+            await valve.blocked.wait()  # the first byte of its frame is out, the rest waits
+            tasks.start_soon(close)
+            await trio.testing.wait_all_tasks_blocked()
+            assert ws._send_lock.statistics().tasks_waiting == 1  # aclose, for that frame
+            if sender == "cancelled-too":
+                tasks.cancel_scope.cancel()
+            else:
+                closer.cancel()
+    elapsed = trio.current_time() - started
+    received, events = await _to_the_end(server)
+    if sender == "finishes":
+        assert outcome == ["sent"] and closer.cancelled_caught
+        assert elapsed == pytest.approx(2)
+        assert [e.data for e in events if isinstance(e, BytesMessage)] == [message]
+        assert _closes(events)[0] == (4001, "bye")
+    else:
+        assert outcome == ([] if sender == "cancelled-too" else ["closed"])
+        assert elapsed == pytest.approx(0 if sender == "cancelled-too" else 5)
+        assert len(received) == 1  # the cut frame's first byte, and nothing after it
+        assert _closes(events) == [(1006, None)]
+    with pytest.raises(trio.ClosedResourceError):
+        await ws.stream.send_all(b"")
+
+
+async def test_no_frame_follows_one_cut_short_on_a_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A send cancelled part way through its frame (the server not reading) leaves half a
+    frame on the wire: anything sent after it would be read as the rest of it. Before, the
+    next send went out after it; now it raises ``ConnectionClosed``, and a cancelled
+    ``aclose`` closes the socket without a close frame."""
+    async with over_a_socket_pair() as (ws, server):
+        size = 1 << 20
+        with trio.move_on_after(1) as cut:
+            await ws.send_message(bytes(size))
+        assert cut.cancelled_caught
+        with trio.fail_after(30), pytest.raises(ConnectionClosed):
+            await ws.send_message(b"next")  # (before: it went out, or blocked for good)
+        with trio.CancelScope() as caller:
+            caller.cancel()
+            await ws.aclose(4001, "bye")
+        assert caller.cancelled_caught
+        stream = ws.stream
+        assert isinstance(stream, trio.SocketStream) and stream.socket.fileno() == -1
+        _, events = await _to_the_end(server)
+        payload = b"".join(e.data for e in events if isinstance(e, BytesMessage))
+        assert 0 < len(payload) < size
+        assert payload == bytes(len(payload))  # the message's zeros, no other frame's bytes
+        assert _closes(events) == [(1006, None)]
+
+
+@pytest.mark.parametrize("over", ["memory", "socket"])
+async def test_a_send_cancelled_before_its_first_byte_leaves_the_stream_whole(
+    nursery: trio.Nursery, over: str
+) -> None:
+    """A send cancelled before any of its frame went out (a cancelled nursery's sender) cuts
+    nothing: the close that follows goes out and is answered as usual."""
+    async with over_a_socket_pair() as (ws, server):
+        if over == "memory":
+            ws, server = await opened(nursery)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ws.send_message(b"never")
+        assert scope.cancelled_caught
+
+        got: list[tuple[int, str]] = []
+
+        async def answer() -> None:
+            close = await server.until(CloseConnection)
+            got.append((close.code, close.reason))
+            await server.send(close.response())
+
+        nursery.start_soon(answer)
+        with trio.fail_after(1):
+            await ws.aclose(4001, "bye")
+        assert got == [(4001, "bye")]
+        assert ws.closed is not None and ws.closed.code == 4001
