@@ -14,7 +14,8 @@ Cases (``--case`` picks some; ``--connections`` counts connections, two per pair
   (``bench.baseline.relay``): the same pairs and workload, each ``msg.send`` validated,
   acked and relayed to both users' connections (one receive, three sends, as Rivet);
   ``relay-durable`` also stores each message as one row through Rivet's SQLite writer
-  before the ack. The floor of ``rivet`` on this stack: what no feature work can go below.
+  before the ack. The floor of ``rivet`` on this stack: what no feature work can go below;
+  ``relay-durable-half`` is that floor at ``rivet-half``'s rate.
 * ``echo-plain-half`` / ``rivet-half``: both open loop at half of Rivet's maximum rate,
   ``rivet``'s throughput in the same repetition (or ``--rate``): the latency target is
   Rivet's p99 there against the bare echo's p99 at the same rate.
@@ -191,6 +192,12 @@ def direct_cases(options: Options) -> list[Case]:
             "rivet-half",
             "the pairs, open loop at half Rivet's max rate",
             _rivet(True),
+            "echo-plain-half",
+        ),
+        Case(
+            "relay-durable-half",
+            "relay-durable, open loop at half Rivet's max rate (the floor of rivet-half)",
+            _rivet(True, "relay-durable"),
             "echo-plain-half",
         ),
     ]

@@ -64,14 +64,16 @@ def test_direct(tmp_path: Path) -> None:
         "relay-durable",
         "echo-plain-half",
         "rivet-half",
+        "relay-durable-half",
     ]
-    for case in ("rivet", "relay", "relay-durable", "rivet-half"):
+    for case in ("rivet", "relay", "relay-durable", "rivet-half", "relay-durable-half"):
         c = _run(doc, case)["correctness"]
         _zero(c)
         assert c["sent"] == c["received"] == c["acked"] == 4 * 20
         assert c["unacked"] == c["ack_duplicated"] == c["ack_unexpected"] == 0
     half = _run(doc, "rivet-half")["figures"]
     assert half["offered_rate"] == _run(doc, "echo-plain-half")["figures"]["offered_rate"] > 0
+    assert _run(doc, "relay-durable-half")["figures"]["offered_rate"] == half["offered_rate"]
     _zero(_run(doc, "echo-transport")["correctness"])
     pairs = {(r["case"], r["reference"]) for r in doc["ratios"]}
     assert pairs == {
@@ -80,6 +82,7 @@ def test_direct(tmp_path: Path) -> None:
         ("relay", "echo-plain"),
         ("relay-durable", "echo-plain"),
         ("rivet-half", "echo-plain-half"),
+        ("relay-durable-half", "echo-plain-half"),
     }
 
 
