@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import json
 import sqlite3
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -41,7 +40,12 @@ from pathlib import Path
 import msgspec
 import trio
 
-from bench.baseline.common import raise_nofile_limit, stop_signals
+from bench.baseline.common import (
+    raise_nofile_limit,
+    run_until_stopped,
+    serve_on_transport,
+    stop_signals,
+)
 from protocol import codec, limits, replies
 from protocol import requests as rq
 from protocol.catalog import AnyRequest
@@ -49,7 +53,6 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import MessageEvent
 from protocol.ids import conversation_kind, direct_participants
 from server.transport.handshake import read_upgrade
-from server.transport.listener import serve
 from server.transport.websocket import ConnectionClosed, WebSocket
 from storage.sqlite.checkpointer import raise_automatic_checkpoint, run_checkpointer
 from storage.sqlite.database import DatabaseOptions, connect
@@ -220,26 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer = None
             if args.durable is not None:
                 writer = await stack.enter_async_context(open_store(args.durable))
+            mode = "durable" if writer is not None else "in memory"
             relay = Relay(tokens, writer)
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    lambda task_status: serve(
-                        relay.handle,
-                        host=args.host,
-                        port=args.port,
-                        tls=None,
-                        handler_nursery=nursery,
-                        task_status=task_status,
-                    )
-                )
-                mode = "durable" if writer is not None else "in memory"
-                print(f"relay ({mode}) listening on ws://{args.host}:{port}", flush=True)
+            await serve_on_transport(relay.handle, args.host, args.port, f"relay ({mode})")
 
-    try:
-        trio.run(run)
-    except* KeyboardInterrupt:  # SIGINT is how the harness stops a server
-        print("relay stopped", file=sys.stderr, flush=True)
-    return 0
+    return run_until_stopped(run, "relay")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ same upgrade, ``WebSocket.receive`` and ``write_nowait`` as the gateway, and not
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import trio
 
-from bench.baseline.common import parse_args, raise_nofile_limit, stop_signals
+from bench.baseline.common import (
+    parse_args,
+    raise_nofile_limit,
+    run_until_stopped,
+    serve_on_transport,
+    stop_signals,
+)
 from protocol import limits
 from server.transport.handshake import read_upgrade
-from server.transport.listener import serve
 from server.transport.websocket import ConnectionClosed
 
 #: As the gateway: the whole upgrade within this many seconds.
@@ -51,26 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args("echo over Rivet's own transport (Rivet bench baseline)", argv)
     raise_nofile_limit()
     stop_signals()
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                lambda task_status: serve(
-                    echo,
-                    host=args.host,
-                    port=args.port,
-                    tls=None,
-                    handler_nursery=nursery,
-                    task_status=task_status,
-                )
-            )
-            print(f"transport echo listening on ws://{args.host}:{port}", flush=True)
-
-    try:
-        trio.run(run)
-    except* KeyboardInterrupt:  # SIGINT is how the harness stops a server
-        print("transport echo stopped", file=sys.stderr, flush=True)
-    return 0
+    return run_until_stopped(
+        lambda: serve_on_transport(echo, args.host, args.port, "transport echo"),
+        "transport echo",
+    )
 
 
 if __name__ == "__main__":
