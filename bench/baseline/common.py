@@ -64,27 +64,6 @@ def serve_main(
     return run_until_stopped(main, name)
 
 
-async def serve_on_transport(
-    handler: Callable[[trio.abc.Stream], Awaitable[None]], host: str, port: int, banner: str
-) -> None:
-    """Serve ``handler`` over Rivet's own transport (``server.transport``) until cancelled;
-    prints ``banner`` and the URL once listening (the harness waits for that line)."""
-    from server.transport.listener import serve  # the trio-websocket servers need none of it
-
-    async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                handler,
-                host=host,
-                port=port,
-                tls=None,
-                handler_nursery=nursery,
-                task_status=task_status,
-            )
-        )
-        print(f"{banner} listening on ws://{host}:{bound}", flush=True)
-
-
 def run_until_stopped(main: Callable[[], Awaitable[None]], name: str) -> int:
     """``trio.run(main)`` until SIGINT (how the harness stops a server); the exit status."""
     try:

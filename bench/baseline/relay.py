@@ -40,26 +40,19 @@ from pathlib import Path
 import msgspec
 import trio
 
-from bench.baseline.common import (
-    raise_nofile_limit,
-    run_until_stopped,
-    serve_on_transport,
-    stop_signals,
-)
-from protocol import codec, limits, replies
+from bench.baseline.common import raise_nofile_limit, run_until_stopped, stop_signals
+from bench.baseline.on_transport import accept_on_transport, serve_on_transport, write_on_transport
+from protocol import codec, replies
 from protocol import requests as rq
 from protocol.catalog import AnyRequest
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import MessageEvent
 from protocol.ids import conversation_kind, direct_participants
-from server.transport.handshake import read_upgrade
 from server.transport.websocket import ConnectionClosed, WebSocket
 from storage.sqlite.checkpointer import raise_automatic_checkpoint, run_checkpointer
 from storage.sqlite.database import DatabaseOptions, connect
 from storage.sqlite.writer import SqliteWriter, open_writer
 
-#: As the gateway: the whole upgrade within this many seconds.
-UPGRADE_SECONDS = 10.0
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages ("
     " id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -83,11 +76,9 @@ class Relay:
         user: int | None = None
         ws: WebSocket | None = None
         try:
-            with trio.move_on_after(UPGRADE_SECONDS):
-                upgrade = await read_upgrade(stream)
-            if upgrade is None:
+            ws = await accept_on_transport(stream)
+            if ws is None:
                 return
-            ws = await upgrade.accept(max_message_size=limits.MAX_FRAME_BYTES)
             while True:
                 message = await ws.receive()
                 if isinstance(message, str):
@@ -101,7 +92,9 @@ class Relay:
                     else:
                         raise ProtocolError(ErrorCode.UNKNOWN_OP, "the relay knows msg.send only")
                 except ProtocolError as error:
-                    await _write(ws, codec.encode_error(error, codec.request_id_of(message)))
+                    await write_on_transport(
+                        ws, codec.encode_error(error, codec.request_id_of(message))
+                    )
         except ConnectionClosed:
             return
         finally:
@@ -137,7 +130,7 @@ class Relay:
         sent = replies.Sent(
             conv=conv, seq=seq, msg_id=msg_id, ts=ts, stream=msg_id, duplicate=False
         )
-        await _write(ws, codec.encode_ok(request.rid, sent))
+        await write_on_transport(ws, codec.encode_ok(request.rid, sent))
         event = codec.encode(
             MessageEvent(
                 stream=msg_id,
@@ -153,14 +146,7 @@ class Relay:
         for member in set(members):
             for target in tuple(self._online[member]):
                 with contextlib.suppress(ConnectionClosed):
-                    await _write(target, event)
-
-
-async def _write(ws: WebSocket, payload: bytes) -> None:
-    """``payload``'s frame now if the socket takes it, else the awaited path (in order)."""
-    rest = ws.write_nowait(payload)
-    if rest is not None:
-        await ws.write(rest)
+                    await write_on_transport(target, event)
 
 
 def _now_ms() -> int:

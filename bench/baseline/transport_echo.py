@@ -15,29 +15,17 @@ from collections.abc import Sequence
 
 import trio
 
-from bench.baseline.common import (
-    parse_args,
-    raise_nofile_limit,
-    run_until_stopped,
-    serve_on_transport,
-    stop_signals,
-)
-from protocol import limits
-from server.transport.handshake import read_upgrade
+from bench.baseline.common import parse_args, raise_nofile_limit, run_until_stopped, stop_signals
+from bench.baseline.on_transport import accept_on_transport, serve_on_transport
 from server.transport.websocket import ConnectionClosed
-
-#: As the gateway: the whole upgrade within this many seconds.
-UPGRADE_SECONDS = 10.0
 
 
 async def echo(stream: trio.abc.Stream) -> None:
     """One connection: upgrade, then every binary message back to its sender."""
     try:
-        with trio.move_on_after(UPGRADE_SECONDS):
-            upgrade = await read_upgrade(stream)
-        if upgrade is None:
+        ws = await accept_on_transport(stream)
+        if ws is None:
             return
-        ws = await upgrade.accept(max_message_size=limits.MAX_FRAME_BYTES)
         while True:
             message = await ws.receive()
             if isinstance(message, str):
