@@ -13,12 +13,14 @@ before it returns, nothing stored if it raises, a cancelled write may still comm
 * **The transactional outbox.** ``hand_over`` moves a due SMS or call step to
   ``handed_over`` and writes its outbox row in the same transaction; the row leaves the
   outbox only with the step's next state (``outbox_sent``, ``outbox_failed``, or a
-  ``confirm`` that withdraws it). So a step is never handed over without its row, and a row
-  is never lost: after a crash, ``release_claims`` makes every row claimable again.
+  ``confirm`` or ``outbox_retry`` that withdraws it). So a step is never handed over
+  without its row, and a row is never lost: after a crash, ``release_claims`` makes every
+  row claimable again.
 * **Confirm stops escalation.** ``confirm`` cancels the recipient's scheduled steps and
   withdraws their unclaimed outbox rows in its transaction; ``hand_over`` only moves
   ``scheduled`` steps. Once ``confirm`` has returned, no step of that recipient is handed
-  over, and only a row a relay had already claimed can still reach the provider.
+  over, and only a row a relay had already claimed can still reach the provider (and a
+  failed attempt of it is not retried: ``outbox_retry`` withdraws it).
 * **Quota, across databases.** The account that pays may be in another database than the
   DING (a cross-domain DING paid by an organisation's package). So a step is charged first,
   by ``charge_step`` in the payer's database: an idempotent write keyed by the DING's store
@@ -156,7 +158,10 @@ class DingStore(Protocol):
         self, step_id: int, *, next_attempt_at: int, now: int
     ) -> StepChange | None:
         """A transient failure: count the attempt and release the claim until
-        ``next_attempt_at``. None if the row is gone."""
+        ``next_attempt_at``. If the step's recipient has confirmed (while this attempt was
+        with the provider), no further attempt is made instead: the row is deleted, the step
+        becomes ``cancelled`` and a refund of its unit is owed, as when ``confirm`` withdraws
+        an unclaimed row (G1). None if the row is gone."""
 
     async def outbox_failed(
         self, step_id: int, *, now: int, refund: bool = False

@@ -98,6 +98,12 @@ def notify_text(*, channel: str, sender_name: str, text: str) -> str:
     return f"DING from {sender_name}: {body}"
 
 
+def _withdrawn(change: StepChange, step_id: int) -> bool:
+    """G1/G2: a failed attempt of a recipient who confirmed meanwhile withdrew the step
+    (``outbox_retry``): its unit is owed back."""
+    return any(s.step_id == step_id and s.state == "cancelled" for s in change.recipient.steps)
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -181,7 +187,7 @@ class OutboxRelay:
             change = await self._outage.retry(record)
             if change is not None:
                 self._on_change(change)
-                if isinstance(error, Unreachable):
+                if isinstance(error, Unreachable) or _withdrawn(change, item.step_id):
                     self._on_refund()
         finally:
             self._in_flight -= 1

@@ -396,10 +396,17 @@ class MemoryDingStore:
         row = self._outbox.get(step_id)
         if row is None:
             return None
+        step = self._steps[step_id]
+        if self._recipients[step.ding_id][step.user_id].confirmed_at is not None:
+            # G1: the recipient confirmed while this attempt was with the provider, which did
+            # not take it: no further attempt. Withdrawn and refunded, as by ``confirm``.
+            del self._outbox[step_id]
+            self._move(step, "cancelled", now)
+            self._refunds.add(step_id)
+            return self._change(step.ding_id, step.user_id)
         row.attempts += 1
         row.next_attempt_at = next_attempt_at
         row.claimed = False
-        step = self._steps[step_id]
         return self._change(step.ding_id, step.user_id)
 
     async def release_claims(self) -> int:

@@ -640,13 +640,28 @@ class SqliteDingStore:
         self, step_id: int, *, next_attempt_at: int, now: int
     ) -> StepChange | None:
         def retry_outbox(conn: sqlite3.Connection) -> StepChange | None:
-            if not conn.execute(
+            if (
+                conn.execute("SELECT 1 FROM ding_outbox WHERE step_id = ?", (step_id,)).fetchone()
+                is None
+            ):
+                return None
+            (step,) = _steps_in(conn, [step_id])
+            (confirmed_at,) = conn.execute(
+                "SELECT confirmed_at FROM ding_recipients WHERE ding_id = ? AND user_id = ?",
+                (step.ding_id, step.user_id),
+            ).fetchone()
+            if confirmed_at is not None:
+                # G1: the recipient confirmed while this attempt was with the provider, which
+                # did not take it: no further attempt. Withdrawn and refunded, as by confirm.
+                conn.execute("DELETE FROM ding_outbox WHERE step_id = ?", (step_id,))
+                _move(conn, step, "cancelled", now)
+                _owe_refund(conn, step_id)
+                return _change(conn, self._domain, step.ding_id, step.user_id)
+            conn.execute(
                 "UPDATE ding_outbox SET attempts = attempts + 1, next_attempt_at = ?, claimed = 0"
                 " WHERE step_id = ?",
                 (next_attempt_at, step_id),
-            ).rowcount:
-                return None
-            (step,) = _steps_in(conn, [step_id])
+            )
             return _change(conn, self._domain, step.ding_id, step.user_id)
 
         return await self._writer.run("ding_outbox_retry", retry_outbox)
