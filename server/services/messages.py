@@ -46,7 +46,7 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
         sender=caller, client_id="m:" + req.cmid, fingerprint=fingerprint(req.conv, body)
     )
     try:
-        new_entry = await _checked_entry(ctx, caller, cross, req, body, key)
+        new_entry, member = await _checked_entry(ctx, caller, cross, req, body, key)
     except ProtocolError:
         # A resend of a message that is already stored gets its original ack even if the
         # sender may no longer send here (muted, removed or blocked since): the write
@@ -78,6 +78,12 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
         ctx.pushes.offer(entry, recipients)
         if new_entry.effects:
             ctx.outbox.kick()
+        if member is not None and appended.conversation.kind == "group":
+            # Sending moved the sender's read position to their message (``append``): the
+            # others' messages it passed over were newly read, and their senders get the
+            # new counts, as after a ``read``.
+            first = max(member.read_seq, member.visible_from - 1) + 1
+            ctx.receipts.mark(req.conv, first_seq=first, last_seq=entry.seq - 1)
     return _sent(appended)
 
 
@@ -88,8 +94,9 @@ async def _checked_entry(
     req: rq.MsgSend,
     body: bytes,
     key: IdempotencyKey,
-) -> NewEntry:
-    """Every check of a message (the router's policy), then the entry to append."""
+) -> tuple[NewEntry, Member | None]:
+    """Every check of a message (the router's policy), then the entry to append and the
+    sender's membership row before it (None for a single chat's first message)."""
     kind = conversation_kind(req.conv)
     conversation = await cross.get_conversation(req.conv)
     create: NewConversation | None = None
@@ -116,7 +123,7 @@ async def _checked_entry(
         policy.may_mention(conversation, member, mention_all=req.content.mention_all)
     elif req.content.mention_all:
         raise ProtocolError(ErrorCode.FORBIDDEN, "@all is only for groups")
-    return NewEntry(
+    new_entry = NewEntry(
         conv_id=req.conv,
         kind="message",
         sender=caller,
@@ -130,6 +137,7 @@ async def _checked_entry(
         # consent rule to each at this message's time.
         effects=org_copy_effect(await ctx.org_index.orgs_of(caller)),
     )
+    return new_entry, member
 
 
 async def _recorded(store: CrossDomainStore, key: IdempotencyKey) -> Appended | None:
@@ -180,10 +188,17 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     entry = await cross.get_entry(req.conv, req.seq)
     if member is not None and entry is not None and not _visible(member, entry.seq):
         entry = None
-    policy.may_recall(caller=caller, member=member, entry=entry, now=ctx.clock.now_ms())
+    try:
+        policy.may_recall(caller=caller, member=member, entry=entry, now=ctx.clock.now_ms())
+    except ProtocolError as error:
+        # M4: recalling a recalled message again returns the first recall, also once the
+        # window has passed (the recall happened; a client resending it must not be told
+        # that it failed). The window is the last check: who may recall is judged as usual.
+        if error.code != ErrorCode.RECALL_WINDOW_PASSED or entry is None or not entry.recalled:
+            raise
     result = await cross.recall(conv_id=req.conv, seq=req.seq, by=caller, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await ctx.members.member_ids(req.conv)
+        members = await _members_seeing(ctx, cross, conversation, req.seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
@@ -200,10 +215,33 @@ async def recall_for_organisation(ctx: Context, conv_id: str, seq: int, by: int)
         return False
     result = await store.recall(conv_id=conv_id, seq=seq, by=by, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await ctx.members.member_ids(conv_id)
+        members = await _members_seeing(ctx, store, conversation, seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return True
+
+
+#: Members read per page when a recall's audience must be told apart (a group's members).
+_MEMBER_PAGE = 1000
+
+
+async def _members_seeing(
+    ctx: Context, store: CrossDomainStore, conversation: Conversation, seq: int
+) -> list[int]:
+    """The current members who can see message ``seq``: a recall is news only to them. A
+    member added after it to a group that hides its history never saw it, and ``sync``
+    never replays that recall to them (the store's visibility rule): pushing it live would
+    tell them of a message from before they joined, once and on one device only."""
+    if conversation.kind != "group":
+        return list(await ctx.members.member_ids(conversation.conv_id))
+    seeing: list[int] = []
+    after = 0
+    while True:
+        page = await store.list_members(conversation.conv_id, after_user=after, limit=_MEMBER_PAGE)
+        seeing.extend(m.user_id for m in page if _visible(m, seq))
+        if len(page) < _MEMBER_PAGE:
+            return seeing
+        after = page[-1].user_id
 
 
 def _visible(member: Member, seq: int) -> bool:
@@ -242,9 +280,11 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
     conversation = await cross.get_conversation(req.conv)
     if conversation is None:
         raise policy.not_found()
-    moved = await cross.mark_read(
-        conv_id=req.conv, user_id=caller, seq=req.seq, now=ctx.clock.now_ms()
-    )
+    # The position never moves onto what the member cannot see (from before they joined a
+    # group that hides its history): ``sync`` would never replay that read entry (the
+    # store's visibility rule), so it would reach only the devices online now.
+    seq = req.seq if req.seq >= member.visible_from else 0
+    moved = await cross.mark_read(conv_id=req.conv, user_id=caller, seq=seq, now=ctx.clock.now_ms())
     if moved.entry is not None:
         members = await ctx.members.member_ids(req.conv)
         recipients = policy.entry_recipients(conversation, moved.entry, members, departed=())
@@ -252,7 +292,10 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
         ctx.publish([caller], entry_event(moved.entry, unread=moved.unread))
         ctx.publish(recipients - {caller}, entry_event(moved.entry))
         if conversation.kind == "group":
-            ctx.receipts.mark(req.conv, first_seq=member.read_seq + 1, last_seq=moved.read_seq)
+            # Newly read: the messages the member sees, above the old position (those from
+            # before they joined do not count them: their counts did not change).
+            first = max(member.read_seq, member.visible_from - 1) + 1
+            ctx.receipts.mark(req.conv, first_seq=first, last_seq=moved.read_seq)
     return replies.ReadDone(conv=req.conv, seq=moved.read_seq, unread=moved.unread)
 
 
