@@ -116,7 +116,7 @@ def build_context(
     members = MemberCache(partial(conversation_store, stores))
 
     async def publish_recall(entry: Entry) -> None:
-        publish_event(bus, await members.member_ids(entry.conv_id), entry_event(entry))
+        publish_event(bus, await members.seeing(entry.conv_id, entry.seq), entry_event(entry))
 
     def disconnect(user_id: int, code: int, reason: str) -> None:
         bus.publish([user_id], Disconnect(code=code, reason=reason))

@@ -13,6 +13,15 @@ from collections.abc import Callable
 
 from protocol.ids import conversation_kind, direct_participants
 from storage.interfaces import CrossDomainStore
+from storage.records import Member
+
+#: Members read per page when a recall's audience must be told apart (a group's members).
+_MEMBER_PAGE = 1000
+
+
+def visible(member: Member, seq: int) -> bool:
+    """Whether ``member`` can see message ``seq``: within their membership's range."""
+    return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
 
 
 class MemberCache:
@@ -50,6 +59,25 @@ class MemberCache:
         if len(self._groups) > self._max:
             self._groups.popitem(last=False)
         return members
+
+    async def seeing(self, conv_id: str, seq: int) -> list[int]:
+        """The current members who can see message ``seq``: a recall is news only to them.
+        A member added after it to a group that hides its history never saw it, and ``sync``
+        never replays that recall to them (the store's visibility rule): pushing it live
+        would tell them of a message from before they joined, once and on one device only.
+        Every recall pushes to this audience: a member's, an organisation's, the
+        moderators', an erased account's."""
+        if conversation_kind(conv_id) != "group":
+            return list(await self.member_ids(conv_id))
+        store = self._store_for(conv_id)
+        seeing: list[int] = []
+        after = 0
+        while True:
+            page = await store.list_members(conv_id, after_user=after, limit=_MEMBER_PAGE)
+            seeing.extend(m.user_id for m in page if visible(m, seq))
+            if len(page) < _MEMBER_PAGE:
+                return seeing
+            after = page[-1].user_id
 
     def invalidate(self, conv_id: str) -> None:
         self._generation += 1

@@ -212,6 +212,6 @@ class ModerationWatcher:
         recall = await cross.recall(
             conv_id=conv_id, seq=seq, by=PLATFORM, now=self._ctx.clock.now_ms()
         )
-        members = await self._ctx.members.member_ids(conv_id)
+        members = await self._ctx.members.seeing(conv_id, seq)
         recipients = policy.entry_recipients(conversation, recall.entry, members, departed=())
         self._ctx.publish_entry(recall.entry, recipients, entry_event(recall.entry))

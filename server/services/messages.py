@@ -13,6 +13,7 @@ from protocol.ids import conversation_kind
 from server import policy
 from server.connection import Connection
 from server.context import Context
+from server.membership import visible
 from server.metrics import METRICS
 from server.outbox import org_copy_effect
 from server.services import enterprise
@@ -186,7 +187,7 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     if conversation is None:
         raise policy.not_found()
     entry = await cross.get_entry(req.conv, req.seq)
-    if member is not None and entry is not None and not _visible(member, entry.seq):
+    if member is not None and entry is not None and not visible(member, entry.seq):
         entry = None
     try:
         policy.may_recall(caller=caller, member=member, entry=entry, now=ctx.clock.now_ms())
@@ -198,7 +199,7 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
             raise
     result = await cross.recall(conv_id=req.conv, seq=req.seq, by=caller, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await _members_seeing(ctx, cross, conversation, req.seq)
+        members = await ctx.members.seeing(req.conv, req.seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
@@ -215,37 +216,10 @@ async def recall_for_organisation(ctx: Context, conv_id: str, seq: int, by: int)
         return False
     result = await store.recall(conv_id=conv_id, seq=seq, by=by, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await _members_seeing(ctx, store, conversation, seq)
+        members = await ctx.members.seeing(conv_id, seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return True
-
-
-#: Members read per page when a recall's audience must be told apart (a group's members).
-_MEMBER_PAGE = 1000
-
-
-async def _members_seeing(
-    ctx: Context, store: CrossDomainStore, conversation: Conversation, seq: int
-) -> list[int]:
-    """The current members who can see message ``seq``: a recall is news only to them. A
-    member added after it to a group that hides its history never saw it, and ``sync``
-    never replays that recall to them (the store's visibility rule): pushing it live would
-    tell them of a message from before they joined, once and on one device only."""
-    if conversation.kind != "group":
-        return list(await ctx.members.member_ids(conversation.conv_id))
-    seeing: list[int] = []
-    after = 0
-    while True:
-        page = await store.list_members(conversation.conv_id, after_user=after, limit=_MEMBER_PAGE)
-        seeing.extend(m.user_id for m in page if _visible(m, seq))
-        if len(page) < _MEMBER_PAGE:
-            return seeing
-        after = page[-1].user_id
-
-
-def _visible(member: Member, seq: int) -> bool:
-    return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
 
 
 async def history(ctx: Context, conn: Connection, req: rq.MsgHistory) -> replies.History:
@@ -305,7 +279,7 @@ async def receipt_counts(
     caller = _user(conn)
     store = ctx.conversations(req.conv)
     member = policy.may_read(await store.get_member(req.conv, caller))
-    seqs = [s for s in req.seqs if _visible(member, s)]
+    seqs = [s for s in req.seqs if visible(member, s)]
     counts = await store.read_counts(req.conv, seqs)
     return replies.ReceiptCounts(
         conv=req.conv,
@@ -319,7 +293,7 @@ async def receipt_members(
     caller = _user(conn)
     store = ctx.conversations(req.conv)
     member = policy.may_read(await store.get_member(req.conv, caller))
-    if not _visible(member, req.seq):
+    if not visible(member, req.seq):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
     users = await store.readers(
         req.conv, req.seq, read=req.read, after_user=req.after_user, limit=req.limit

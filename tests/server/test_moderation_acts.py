@@ -12,6 +12,7 @@ from protocol import requests as rq
 from protocol.errors import CloseCode
 from protocol.ids import direct_conversation_id
 from server.config import Config
+from server.connection import Connection
 from server.moderation import (
     ModerationError,
     ModerationWatcher,
@@ -95,3 +96,63 @@ async def test_c1_acts_on_nothing_are_refused_and_not_logged(router: Router) -> 
     with pytest.raises(ModerationError):
         await dismiss(stores, report_ids=[], operator="o", reason="r", now=1)
     assert await stores.moderation.last_act_id() == 0
+
+
+async def _hidden_history_group(router: Router) -> tuple[dict[str, Connection], str, int]:
+    """Alice's group that hides its history: Alice and Bob, a message of Alice's, then Carol
+    added after it. Every connection attached to the hub, frames so far drained."""
+    ctx = router.ctx
+    conns = {name: connect() for name in ("alice", "bob", "carol")}
+    users = {}
+    for n, (name, conn) in enumerate(conns.items()):
+        users[name] = await login(router, conn, f"+1555000020{n}")
+        ctx.hub.attach(conn)
+    created = await call(
+        router,
+        conns["alice"],
+        rq.GroupCreate(rid=1, cmid="g", title="g", members=[users["bob"]], history_visible=False),
+    )
+    conv = created["result"]["conv"]["conv"]
+    sent = await call(
+        router,
+        conns["alice"],
+        rq.MsgSend(rid=2, conv=conv, cmid="m", content=rq.Content(text="before carol")),
+    )
+    await call(router, conns["alice"], rq.GroupAdd(rid=3, conv=conv, users=[users["carol"]]))
+    for conn in conns.values():
+        frames(conn)
+    return conns, conv, sent["result"]["seq"]
+
+
+def _recalls(conn: Connection) -> list[tuple[str, int]]:
+    return [(f["conv"], f["seq"]) for f in frames(conn) if f["op"] == "ev.recall"]
+
+
+async def test_c1_a_moderators_recall_reaches_only_members_who_saw_the_message(
+    router: Router,
+) -> None:
+    """Carol joined a group that hides its history after the message: ``sync`` never shows
+    her its recall, so neither does a live event (M4, as for a member's own recall)."""
+    conns, conv, seq = await _hidden_history_group(router)
+    watcher = ModerationWatcher(router.ctx)
+    await watcher.poll()
+    await act_on_message(
+        router.ctx.stores, action="remove", conv_id=conv, seq=seq, operator="o", reason="r", now=5
+    )
+    assert await watcher.poll() == 1
+    assert _recalls(conns["bob"]) == [(conv, seq)]
+    assert _recalls(conns["carol"]) == []
+
+
+async def test_a1_an_erased_accounts_recalls_reach_only_members_who_saw_them(
+    router: Router,
+) -> None:
+    """Erasing Alice's account recalls her messages; Carol, who joined after this one in a
+    group that hides its history, is not told of it."""
+    conns, conv, seq = await _hidden_history_group(router)
+    user = conns["alice"].user_id
+    assert user is not None
+    await router.ctx.eraser.begin(user, reason="test")
+    await router.ctx.eraser.finish_all()
+    assert _recalls(conns["bob"]) == [(conv, seq)]
+    assert _recalls(conns["carol"]) == []
