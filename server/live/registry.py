@@ -214,9 +214,19 @@ class LiveRegistry:
             self._attach(stream, conn)
 
     def join(self, stream: LiveStream, conn: Connection) -> bool:
-        """Add a viewer connection. True if its user was not watching before."""
+        """Add a viewer connection. True if its user was not watching before.
+
+        A device takes part through one connection, its newest: a device that joins again
+        on a new connection while its old one is still in the stream (a reconnect that the
+        old connection's heartbeat has not caught yet) moves its place there, on stage or
+        with a hand up, without an event (signals are addressed to the device, which did
+        not change); the old connection is out of the stream from then on."""
         user = conn.user_id
         assert user is not None
+        old = stream._by_device.get(conn.device_id) if conn.device_id is not None else None
+        if old is not None and old is not conn and old is not stream.host_conn:
+            self._hand_over(stream, old, conn)
+            return False
         conns = stream.viewers.get(user)
         first = conns is None
         if conns is None:
@@ -322,6 +332,21 @@ class LiveRegistry:
         }
 
     # bookkeeping
+
+    def _hand_over(self, stream: LiveStream, old: Connection, new: Connection) -> None:
+        """``new`` (the same device) takes ``old``'s place among the viewers, on stage and
+        in the queue of hands."""
+        user = new.user_id
+        assert user is not None and old.user_id == user
+        conns = stream.viewers[user]
+        conns.discard(old)
+        conns.add(new)
+        if stream.cohosts.get(user) is old:
+            stream.cohosts[user] = new
+        if stream.hands.get(user) is old:
+            stream.hands[user] = new
+        self._detach(stream, old)
+        self._attach(stream, new)
 
     def _attach(self, stream: LiveStream, conn: Connection) -> None:
         self._by_conn.setdefault(conn, set()).add(stream)
