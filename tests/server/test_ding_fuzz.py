@@ -40,9 +40,9 @@ A small model predicts every reply, error code included, and after each op the t
 At the end everything is carried out (timers fired, rows delivered, refunds settled):
 every step of every recipient who did not confirm is then final (``sent``, ``failed``,
 ``quota_exhausted``; ``cancelled`` only when superseded), and each ``sent`` SMS or call
-reached the provider with its key. ``DING_FUZZ_EXAMPLES`` sets the number of examples
-(200), ``DING_FUZZ_MAX_OPS`` the longest sequence (50) and ``DING_FUZZ_STORE`` the stores
-(``memory``, or ``sqlite``).
+reached the provider with its key. ``RIVET_DING_FUZZ_EXAMPLES`` sets the number of
+examples (200), ``RIVET_DING_FUZZ_MAX_OPS`` the longest sequence (50) and
+``RIVET_DING_FUZZ_STORE`` the stores (``memory``, or ``sqlite``).
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ from storage.stores import Stores
 from tests.server.routers import build_router, connect, frames, login
 
 #: The examples to run, and the stores to run them on (``memory`` or ``sqlite``).
-EXAMPLES = int(os.environ.get("DING_FUZZ_EXAMPLES", "200"))
-STORE = os.environ.get("DING_FUZZ_STORE", "memory")
-MAX_OPS = int(os.environ.get("DING_FUZZ_MAX_OPS", "50"))
+EXAMPLES = int(os.environ.get("RIVET_DING_FUZZ_EXAMPLES", "200"))
+STORE = os.environ.get("RIVET_DING_FUZZ_STORE", "memory")
+MAX_OPS = int(os.environ.get("RIVET_DING_FUZZ_MAX_OPS", "50"))
 
 USERS = 6
 ADMIN, MEMBER, OFFLINE, STRANGER, OPS, DEV = range(USERS)
@@ -482,6 +482,16 @@ class Run:
             return "recipient"
         return None
 
+    def refusal(self, ding: Ding, who: int, allowed: str) -> Expected | None:
+        """The refusal of an op on ``ding`` that only its ``allowed`` part may make: 2006 to
+        anyone it is hidden from (it does not exist for them), 2005 to the other part."""
+        part = self.visible_to(ding, who)
+        if part is None:
+            return Expected(ErrorCode.NOT_FOUND)
+        if part != allowed:
+            return Expected(ErrorCode.FORBIDDEN)
+        return None
+
     def deliver_to(self, ding: Ding, who: int) -> None:
         """A recipient fetched the DING (or was online when a round went out)."""
         row = ding.row(who)
@@ -667,12 +677,7 @@ class Run:
         if ding is None:
             return
         who = self.actor(ding, acting)
-        part = self.visible_to(ding, who)
-        predicted = None
-        if part is None:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif part == "sender":
-            predicted = Expected(ErrorCode.FORBIDDEN)
+        predicted = self.refusal(ding, who, "recipient")
         result = await self.expect(who, pd.DingConfirm(rid=0, ding_id=ding.public), predicted)
         if predicted is not None:
             return
@@ -714,12 +719,7 @@ class Run:
         if ding is None:
             return
         who = self.actor(ding, acting)
-        part = self.visible_to(ding, who)
-        predicted = None
-        if part is None:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif part == "sender":
-            predicted = Expected(ErrorCode.FORBIDDEN)
+        predicted = self.refusal(ding, who, "recipient")
         result = await self.expect(who, pd.DingRead(rid=0, ding_id=ding.public), predicted)
         if predicted is not None:
             return
@@ -749,13 +749,8 @@ class Run:
         if ding is None:
             return
         who = self.actor(ding, acting)
-        part = self.visible_to(ding, who)
-        predicted = None
-        if part is None:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif part == "recipient":
-            predicted = Expected(ErrorCode.FORBIDDEN)
-        elif ding.state != "scheduled":
+        predicted = self.refusal(ding, who, "sender")
+        if predicted is None and ding.state != "scheduled":
             predicted = Expected(ErrorCode.INVALID_STATE)
         result = await self.expect(who, pd.DingCancel(rid=0, ding_id=ding.public), predicted)
         if predicted is not None:
@@ -771,17 +766,12 @@ class Run:
         if ding is None:
             return
         who = self.actor(ding, acting)
-        part = self.visible_to(ding, who)
         unconfirmed = [r.user for r in ding.rows if r.confirmed_at is None]
         wait = ding.round_at + REDDING_INTERVAL_MS - self.now
-        predicted = None
-        if part is None:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif part == "recipient":
-            predicted = Expected(ErrorCode.FORBIDDEN)
-        elif ding.state != "sent" or not unconfirmed:
+        predicted = self.refusal(ding, who, "sender")
+        if predicted is None and (ding.state != "sent" or not unconfirmed):
             predicted = Expected(ErrorCode.INVALID_STATE)
-        elif wait > 0:
+        elif predicted is None and wait > 0:
             predicted = Expected(ErrorCode.RATE_LIMITED)
         reply = await self.call(who, pd.DingRedding(rid=self.rid, ding_id=ding.public))
         if predicted is not None:
@@ -967,13 +957,9 @@ class Run:
         assert given == self.settle(), given
 
     async def op_topup(self, who: int, channel: str, units: int, cmid: int) -> None:
-        predicted = None
         key = f"t{cmid}"
-        if who not in MEMBERS_OF_X:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif who != ADMIN:
-            predicted = Expected(ErrorCode.FORBIDDEN)
-        elif key in self.topups and self.topups[key] != (channel, units):
+        predicted = self.admin_refusal(who)
+        if predicted is None and key in self.topups and self.topups[key] != (channel, units):
             predicted = Expected(ErrorCode.IDEMPOTENCY_CONFLICT)
         request = pd.OrgDingTopup(rid=0, cmid=key, org=self.org, channel=channel, units=units)  # type: ignore[arg-type]
         result = await self.expect(who, request, predicted)
@@ -1004,12 +990,17 @@ class Run:
             )
         return {"org": self.org, "packages": packages}
 
-    async def op_quota(self, who: int) -> None:
-        predicted = None
+    def admin_refusal(self, who: int) -> Expected | None:
+        """The refusal of an organisation admin's op: 2006 to a non-member (the organisation
+        does not exist for them), 2005 to a member who is not its admin."""
         if who not in MEMBERS_OF_X:
-            predicted = Expected(ErrorCode.NOT_FOUND)
-        elif who != ADMIN:
-            predicted = Expected(ErrorCode.FORBIDDEN)
+            return Expected(ErrorCode.NOT_FOUND)
+        if who != ADMIN:
+            return Expected(ErrorCode.FORBIDDEN)
+        return None
+
+    async def op_quota(self, who: int) -> None:
+        predicted = self.admin_refusal(who)
         result = await self.expect(who, pd.OrgDingQuota(rid=0, org=self.org), predicted)
         if predicted is None:
             assert result == self.quota_view(), (result, self.quota_view())
