@@ -560,6 +560,14 @@ class Run:
         self.clock.advance(0.001)
         await self.check_delivery()
 
+    def acting(self, user: int, index: int) -> tuple[Device, int, MConv] | None:
+        """What an op of ``user`` on conversation ``index`` acts with: an online device of
+        theirs, their user id and the conversation; None when every device is offline."""
+        dev = self.sender_device(user)
+        if dev is None:
+            return None
+        return dev, self.model.uids[user], self.conv_of(user, index)
+
     def conv_of(self, user: int, index: int) -> MConv:
         m = self.model
         if index == DIRECT:
@@ -571,11 +579,10 @@ class Run:
 
     async def send(self, user: int, index: int, mode: str, k: int) -> None:
         m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, index)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, index)
+        dev, uid, conv = acting
         mine = m.sent.setdefault(uid, [])
         if mode != "new" and mine:
             original = mine[k % len(mine)]
@@ -653,11 +660,10 @@ class Run:
 
     async def read(self, user: int, index: int, how: str, k: int) -> None:
         m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, index)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, index)
+        dev, uid, conv = acting
         row = conv.rows.get(uid)
         last = conv.last_seq
         position = row.read_seq if row is not None else 0
@@ -698,11 +704,10 @@ class Run:
 
     async def recall(self, user: int, index: int, how: str, k: int) -> None:
         m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, index)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, index)
+        dev, uid, conv = acting
         mine = m.sent.get(uid, [])
         if how == "own" and mine:
             # One of the user's own messages (the sender's recall).
@@ -761,11 +766,10 @@ class Run:
 
     async def leave(self, user: int) -> None:
         m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, GROUP)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, GROUP)
+        dev, uid, conv = acting
         row = conv.rows.get(uid)
         reply = await self.call(dev, rq.GroupLeave(rid=0, conv=conv.conv_id))
         if row is None or not row.active:
@@ -859,12 +863,10 @@ class Run:
                     assert count == m.read_count(conv, seq), (seq, count, conv.rows)
 
     async def history(self, user: int, index: int) -> None:
-        m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, index)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, index)
+        dev, uid, conv = acting
         row = conv.rows.get(uid)
         got: list[dict[str, Any]] = []
         before: int | None = None
@@ -975,11 +977,10 @@ class Run:
         """``receipts.counts`` of every seq, and ``receipts.members`` of one message: the
         current members other than its sender who can see it, read or not."""
         m = self.model
-        dev = self.sender_device(user)
-        if dev is None:
+        acting = self.acting(user, index)
+        if acting is None:
             return
-        uid = m.uids[user]
-        conv = self.conv_of(user, index)
+        dev, uid, conv = acting
         row = conv.rows.get(uid)
         seqs = list(range(1, conv.last_seq + 2))
         reply = await self.call(dev, rq.ReceiptCounts(rid=0, conv=conv.conv_id, seqs=seqs))
