@@ -199,7 +199,10 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
             raise
     result = await cross.recall(conv_id=req.conv, seq=req.seq, by=caller, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await ctx.members.seeing(req.conv, req.seq)
+        # Stored (the store reports a commit even when cancelled): the members are read
+        # shielded, or a cancellation landing there would leave the recall unannounced.
+        with trio.CancelScope(shield=True):
+            members = await ctx.members.seeing(req.conv, req.seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return replies.Recalled(conv=req.conv, seq=req.seq, stream=result.entry.stream)
@@ -216,7 +219,8 @@ async def recall_for_organisation(ctx: Context, conv_id: str, seq: int, by: int)
         return False
     result = await store.recall(conv_id=conv_id, seq=seq, by=by, now=ctx.clock.now_ms())
     if not result.duplicate:
-        members = await ctx.members.seeing(conv_id, seq)
+        with trio.CancelScope(shield=True):  # as in ``recall``
+            members = await ctx.members.seeing(conv_id, seq)
         recipients = policy.entry_recipients(conversation, result.entry, members, departed=())
         ctx.publish_entry(result.entry, recipients, entry_event(result.entry))
     return True

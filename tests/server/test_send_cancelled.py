@@ -40,6 +40,12 @@ class _CancelledDuringCommit:
         self._inner = inner
         self.scope: trio.CancelScope | None = None
 
+    async def recall(self, **kwargs: Any) -> Any:
+        recalled = await self._inner.recall(**kwargs)
+        if self.scope is not None:
+            self.scope.cancel()
+        return recalled
+
     async def append(self, entry: NewEntry) -> Appended:
         appended = await self._inner.append(entry)
         if self.scope is not None and entry.kind == "message":
@@ -112,3 +118,32 @@ async def test_m1_a_group_message_stored_during_a_cancel_reaches_members_on_a_ca
     router.ctx.members.invalidate(conv)  # the member list must be read after the commit
     await send_cancelled(router, alice, conv, monkeypatch)
     assert events(bob) == ["still"]
+
+
+async def test_m4_a_group_recall_stored_during_a_cancel_reaches_members(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recall's audience is read from the store after the commit (who can see the
+    message, ``MemberCache.seeing``): a cancellation landing there must not keep the stored
+    recall from the members online."""
+    alice = await login(router, "+15550000105")
+    bob = await login(router, "+15550000106")
+    assert bob.user_id is not None
+    create = rq.GroupCreate(rid=5, cmid="g-2", title="team", members=[bob.user_id])
+    await router.handle_frame(alice, codec.encode_request(create))
+    (reply,) = [f for f in frames(alice) if f["op"] == "ok"]
+    conv = reply["result"]["conv"]["conv"]
+    send = rq.MsgSend(rid=6, conv=conv, cmid="m-1", content=rq.Content(text="oops"))
+    await router.handle_frame(alice, codec.encode_request(send))
+    (sent,) = [f for f in frames(alice) if f["op"] == "ok"]
+    frames(bob)
+    store = _CancelledDuringCommit(router.ctx.conversations(conv))
+    monkeypatch.setattr(Context, "conversations", lambda self, conv_id: store)
+    recall = rq.MsgRecall(rid=7, conv=conv, seq=sent["result"]["seq"])
+    with trio.CancelScope() as scope:
+        store.scope = scope
+        await router.handle_frame(alice, codec.encode_request(recall))
+    assert scope.cancel_called
+    assert [(f["conv"], f["seq"]) for f in frames(bob) if f["op"] == "ev.recall"] == [
+        (conv, sent["result"]["seq"])
+    ]
