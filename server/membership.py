@@ -15,9 +15,6 @@ from protocol.ids import conversation_kind, direct_participants
 from storage.interfaces import CrossDomainStore
 from storage.records import Member
 
-#: Members read per page when a recall's audience must be told apart (a group's members).
-_MEMBER_PAGE = 1000
-
 
 def visible(member: Member, seq: int) -> bool:
     """Whether ``member`` can see message ``seq``: within their membership's range."""
@@ -67,17 +64,11 @@ class MemberCache:
         would tell them of a message from before they joined, once and on one device only.
         Every recall pushes to this audience: a member's, an organisation's, the
         moderators', an erased account's."""
+        members = await self.member_ids(conv_id)
         if conversation_kind(conv_id) != "group":
-            return list(await self.member_ids(conv_id))
-        store = self._store_for(conv_id)
-        seeing: list[int] = []
-        after = 0
-        while True:
-            page = await store.list_members(conv_id, after_user=after, limit=_MEMBER_PAGE)
-            seeing.extend(m.user_id for m in page if visible(m, seq))
-            if len(page) < _MEMBER_PAGE:
-                return seeing
-            after = page[-1].user_id
+            return list(members)
+        late = set(await self._store_for(conv_id).joined_after(conv_id, seq))
+        return [user for user in members if user not in late]
 
     def invalidate(self, conv_id: str) -> None:
         self._generation += 1

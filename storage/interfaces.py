@@ -261,6 +261,12 @@ class CrossDomainStore(Protocol):
     async def member_ids(self, conv_id: str) -> list[int]:
         """Every current member's user id, ascending (for fan-out)."""
 
+    async def joined_after(self, conv_id: str, seq: int) -> list[int]:
+        """The current members who cannot see message ``seq`` because their membership
+        starts after it (``visible_from > seq``: added later to a group that hides its
+        history), ascending. Few, and found by an index: a recall's audience is the current
+        members less these."""
+
     async def memberships(self, user_id: int) -> list[Member]:
         """Every membership row of the user, departed ones included."""
 

@@ -182,6 +182,9 @@ class MemoryCrossDomainStore:
     async def member_ids(self, conv_id: str) -> list[int]:
         return [m.user_id for m in self._current_members(conv_id)]
 
+    async def joined_after(self, conv_id: str, seq: int) -> list[int]:
+        return [m.user_id for m in self._current_members(conv_id) if m.visible_from > seq]
+
     async def memberships(self, user_id: int) -> list[Member]:
         """Ascending by conversation id."""
         return [self._members[conv_id][user_id] for conv_id in await self.membership_ids(user_id)]

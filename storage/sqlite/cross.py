@@ -270,6 +270,17 @@ class SqliteCrossDomainStore:
 
         return await self._readers.run("member_ids", member_ids)
 
+    async def joined_after(self, conv_id: str, seq: int) -> list[int]:
+        def joined_after(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT user_id FROM members INDEXED BY members_by_join"
+                " WHERE conv_id = ? AND left_seq IS NULL AND visible_from > ?",
+                (conv_id, seq),
+            )
+            return sorted(user_id for (user_id,) in rows)
+
+        return await self._readers.run("joined_after", joined_after)
+
     async def memberships(self, user_id: int) -> list[Member]:
         """Ascending by conversation id."""
 

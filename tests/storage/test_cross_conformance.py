@@ -442,6 +442,23 @@ async def test_added_member_sees_from_the_joining_entry(stores: Stores) -> None:
     ]
 
 
+async def test_joined_after_names_the_current_members_who_cannot_see_a_seq(
+    stores: Stores,
+) -> None:
+    """M4: a recall's audience leaves out those added after the message (history hidden);
+    one added with the history, and one who left, are not among them."""
+    await create_group(stores.cross, members=(1, 2, 3))
+    await send(stores.cross, 2)  # seq 2
+    await change_members(stores.cross, add(7))  # seq 3: sees from 3
+    await change_members(stores.cross, add(5, history_from_start=True))  # sees from 1
+    await change_members(stores.cross, add(6))  # seq 5: sees from 5
+    await change_members(stores.cross, remove(6))  # left: not current
+    assert await stores.cross.joined_after(GROUP, 2) == [7]
+    assert await stores.cross.joined_after(GROUP, 3) == []
+    assert await stores.cross.joined_after(GROUP, 1) == [7]
+    assert await stores.cross.joined_after("g:404", 1) == []
+
+
 async def test_added_member_with_history_from_start_sees_from_seq_1(stores: Stores) -> None:
     await create_group(stores.cross, members=(1, 2))
     await send(stores.cross, 2)
