@@ -445,9 +445,11 @@ def may_leave_live(role: LiveRole | None) -> None:
         raise ProtocolError(ErrorCode.INVALID_STATE, "the host ends the stream with live.end")
 
 
-def may_raise_hand(role: LiveRole | None) -> None:
-    """Viewers ask to co-host; who is on stage already has nothing to ask."""
-    if may_take_part(role) != "viewer":
+def may_raise_hand(role: LiveRole | None, *, user_on_stage: bool = False) -> None:
+    """Viewers ask to co-host; who is on stage already has nothing to ask. The stage holds
+    one device per user: a viewer device of a user with another device on stage is on stage
+    too (accepting its hand would move their place without telling anyone)."""
+    if may_take_part(role) != "viewer" or user_on_stage:
         raise ProtocolError(ErrorCode.INVALID_STATE, "you are already on stage")
 
 

@@ -181,12 +181,7 @@ async def invite(ctx: Context, conn: Connection, req: pl.LiveInvite) -> Done:
 async def raise_hand(ctx: Context, conn: Connection, req: pl.LiveRaiseHand) -> Done:
     user, device = _who(conn)
     stream = _find(ctx, req.live_id)
-    role = stream.role_of(conn)
-    if role == "viewer" and user in stream.cohosts:
-        # The stage holds one device per user: with another device on it, the user is on
-        # stage (accepting this hand would move their place there without telling anyone).
-        role = "cohost"
-    policy.may_raise_hand(role)
+    policy.may_raise_hand(stream.role_of(conn), user_on_stage=user in stream.cohosts)
     changed = ctx.live.registry.raise_hand(stream, conn, raised=req.raised)
     if changed and stream.host_conn is not None:
         event = pl.LiveHandEvent(

@@ -130,6 +130,11 @@ def test_l1_participants_hands_and_cohost_limit() -> None:
     policy.may_raise_hand("viewer")
     for role in ("host", "cohost"):
         assert code_of(lambda r=role: policy.may_raise_hand(r)) == ErrorCode.INVALID_STATE  # type: ignore[arg-type]
+    # A viewer device of a user with another device on stage is on stage too.
+    assert (
+        code_of(lambda: policy.may_raise_hand("viewer", user_on_stage=True))
+        == ErrorCode.INVALID_STATE
+    )
     policy.may_answer_hand(raised=True, accept=True, cohosts=3, max_cohosts=4)
     policy.may_answer_hand(raised=True, accept=False, cohosts=4, max_cohosts=4)
     assert (
