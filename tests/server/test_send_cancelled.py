@@ -89,6 +89,17 @@ async def send_cancelled(
     assert scope.cancel_called
 
 
+async def group_of(router: Router, owner: Connection, member: Connection) -> str:
+    """A group of the two, made by ``owner``; its id. The member's queue is emptied."""
+    assert member.user_id is not None
+    create = rq.GroupCreate(rid=5, cmid="g", title="team", members=[member.user_id])
+    await router.handle_frame(owner, codec.encode_request(create))
+    (reply,) = [f for f in frames(owner) if f["op"] == "ok"]
+    frames(member)
+    conv: str = reply["result"]["conv"]["conv"]
+    return conv
+
+
 def events(conn: Connection) -> list[str]:
     return [frame["content"]["text"] for frame in frames(conn) if frame["op"] == "ev.message"]
 
@@ -109,12 +120,7 @@ async def test_m1_a_group_message_stored_during_a_cancel_reaches_members_on_a_ca
 ) -> None:
     alice = await login(router, "+15550000103")
     bob = await login(router, "+15550000104")
-    assert bob.user_id is not None
-    create = rq.GroupCreate(rid=5, cmid="g-1", title="team", members=[bob.user_id])
-    await router.handle_frame(alice, codec.encode_request(create))
-    (reply,) = [f for f in frames(alice) if f["op"] == "ok"]
-    conv = reply["result"]["conv"]["conv"]
-    frames(bob)
+    conv = await group_of(router, alice, bob)
     router.ctx.members.invalidate(conv)  # the member list must be read after the commit
     await send_cancelled(router, alice, conv, monkeypatch)
     assert events(bob) == ["still"]
@@ -128,11 +134,7 @@ async def test_m4_a_group_recall_stored_during_a_cancel_reaches_members(
     recall from the members online."""
     alice = await login(router, "+15550000105")
     bob = await login(router, "+15550000106")
-    assert bob.user_id is not None
-    create = rq.GroupCreate(rid=5, cmid="g-2", title="team", members=[bob.user_id])
-    await router.handle_frame(alice, codec.encode_request(create))
-    (reply,) = [f for f in frames(alice) if f["op"] == "ok"]
-    conv = reply["result"]["conv"]["conv"]
+    conv = await group_of(router, alice, bob)
     send = rq.MsgSend(rid=6, conv=conv, cmid="m-1", content=rq.Content(text="oops"))
     await router.handle_frame(alice, codec.encode_request(send))
     (sent,) = [f for f in frames(alice) if f["op"] == "ok"]
