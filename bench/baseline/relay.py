@@ -86,7 +86,7 @@ class Relay:
                 try:
                     request = codec.decode_request(message)
                     if user is None:
-                        user = self._hello(ws, request)
+                        user = await self._hello(ws, request)
                     elif isinstance(request, rq.MsgSend):
                         await self._send(ws, user, request)
                     else:
@@ -102,7 +102,7 @@ class Relay:
                 self._online[user].remove(ws)
             await trio.aclose_forcefully(stream)
 
-    def _hello(self, ws: WebSocket, request: AnyRequest) -> int:
+    async def _hello(self, ws: WebSocket, request: AnyRequest) -> int:
         if not isinstance(request, rq.Hello) or request.token is None:
             raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, "hello with a token first")
         user = self._tokens.get(request.token)
@@ -110,9 +110,7 @@ class Relay:
             raise ProtocolError(ErrorCode.AUTH_FAILED, "unknown token")
         self._online[user].append(ws)
         # The load generator reads no field of hello's result: ``Done`` stands for it.
-        rest = ws.write_nowait(codec.encode_ok(request.rid, replies.Done()))
-        if rest is not None:
-            raise ProtocolError(ErrorCode.INTERNAL, "hello reply not written at once")
+        await write_on_transport(ws, codec.encode_ok(request.rid, replies.Done()))
         return user
 
     async def _send(self, ws: WebSocket, user: int, request: rq.MsgSend) -> None:
