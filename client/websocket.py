@@ -34,6 +34,7 @@ Contract (what trio-websocket's users relied on, kept):
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import deque
 from typing import cast
 
@@ -84,6 +85,8 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: frame of another task going out) included. It is sent shielded from cancellation, so
 #: this is what bounds a cancelled ``aclose`` when the server does not read; past it the
 #: stream is closed without (the rest of) the close. The server's ``CONTROL_TIMEOUT``.
+#: The reader's own control frames (a pong, its answer to the server's close) are bounded
+#: the same way once their first byte is due to go out.
 CLOSE_SEND_TIMEOUT = 5.0
 #: Bytes asked of the stream per read (trio's own default): a catch-up page or a burst of
 #: events comes in one read, not in trio-websocket's 4 KiB slices.
@@ -258,7 +261,7 @@ class ClientWebSocket:
                 if self._close_reason is None:  # after our own close: dropped
                     messages.append(data)
             elif isinstance(event, Ping):
-                await self._send_control(event.response())
+                await self._send_control(event.response(), whole=True)
             elif isinstance(event, CloseConnection):
                 await self._handle_close(event)
                 return
@@ -281,7 +284,7 @@ class ClientWebSocket:
             # The server closes: its code and reason are why; answer (RFC 6455 §5.5.1).
             if self._close_reason is None:
                 self._close_reason = CloseReason(event.code, event.reason or None)
-            await self._send_control(event.response())
+            await self._send_control(event.response(), whole=True)
         elif state is ConnectionState.OPEN:
             # wsproto could not parse the server's frames: fail the connection with its code.
             await self._fail(event.code, event.reason or "")
@@ -297,7 +300,7 @@ class ClientWebSocket:
         self._parts, self._size = [], 0
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
-        await self._send_control(CloseConnection(code=code, reason=reason))
+        await self._send_control(CloseConnection(code=code, reason=reason), whole=True)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -321,9 +324,17 @@ class ClientWebSocket:
         finally:
             lock.release()
 
-    async def _send_control(self, event: Pong | CloseConnection) -> None:
+    async def _send_control(self, event: Pong | CloseConnection, *, whole: bool = False) -> None:
         """A pong or a close, if wsproto's state allows it and no frame was torn; a broken
-        stream is left for the reader to find."""
+        stream is left for the reader to find.
+
+        ``whole`` (the reader's frames): once the frame is due to go out, its write is
+        shielded from cancellation for up to ``CLOSE_SEND_TIMEOUT``. A reader cancelled
+        halfway through a pong (a caller's ``move_on_after`` around ``get_message`` while the
+        server was not reading) would otherwise tear the stream, and the connection's later
+        close could not go out: the server would see 1006. The wait for the lock stays
+        cancellable: nothing has gone out yet (a close not answered is then sent by
+        ``aclose``). ``_close_handshake`` shields its close itself, with its own deadline."""
         async with self._send_lock:
             # A cancel that landed as the lock was handed to us is taken before wsproto's
             # state moves on: a close is then still due, for ``_close_handshake`` to send.
@@ -334,7 +345,14 @@ class ClientWebSocket:
                 or (state is ConnectionState.REMOTE_CLOSING and isinstance(event, CloseConnection))
             ):
                 data = self._protocol.send(event)
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                shield = trio.CancelScope(
+                    deadline=trio.current_time() + CLOSE_SEND_TIMEOUT if whole else math.inf,
+                    shield=whole,
+                )
+                with (
+                    shield,
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
                     await self._write(data)
 
     async def _write(self, data: bytes) -> None:

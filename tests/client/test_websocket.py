@@ -5,6 +5,7 @@ close still sends its whole close frame, and no frame ever follows one cut short
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections import deque
 from collections.abc import AsyncIterator
@@ -347,13 +348,26 @@ class _Stuck(trio.abc.SendStream):
 async def test_a_read_cancelled_while_answering_a_ping_loses_no_message(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """The reader cancelled in the wait for the send lock (another task's frame going out),
+    with a message read after the ping: that message comes from what was read, with no
+    second read. (A pong already going out is sent whole: see the tests at the end.)"""
     ws, server = await opened(nursery)
     stream = ws.stream
     assert isinstance(stream, trio.StapledStream)
     sending, stream.send_stream = stream.send_stream, _Stuck()
+    sender = trio.CancelScope()
+
+    async def stuck_sender() -> None:
+        with sender, contextlib.suppress(ConnectionClosed):
+            await ws.send_message(b"x")
+
+    nursery.start_soon(stuck_sender)
+    await trio.testing.wait_all_tasks_blocked()
     await server.send(Ping(payload=b"p"), BytesMessage(data=b"m"))
-    with trio.move_on_after(1):
-        await ws.get_message()  # cancelled in the pong's send
+    with trio.move_on_after(1) as caller:
+        await ws.get_message()  # cancelled waiting for the lock, to send the pong
+    assert caller.cancelled_caught
+    sender.cancel()
     stream.send_stream = sending
     with trio.fail_after(5):
         assert await ws.get_message() == b"m"  # from what was read: no second read
@@ -677,3 +691,52 @@ async def test_a_send_cancelled_before_its_first_byte_leaves_the_stream_whole(
             await ws.aclose(4001, "bye")
         assert got == [(4001, "bye")]
         assert ws.closed is not None and ws.closed.code == 4001
+
+
+# --- a cancelled reader's own control frames -----------------------------------------------
+
+
+async def test_a_reader_cancelled_in_its_pong_sends_it_whole_and_the_close_still_goes_out(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The defect: a caller's ``move_on_after`` around ``get_message`` expired while the
+    reader was answering a ping and the server was not reading. The pong was cut short, the
+    stream torn, and the connection's later close could not go out: the server saw 1006.
+    Now the pong goes out whole once the server reads again, the cancellation lands after
+    it, and ``aclose`` sends its close as usual."""
+    ws, server = await opened(nursery)
+    valve = _valve(ws)
+    await server.send(Ping(payload=b"p"))
+
+    async def server_reads_again() -> None:
+        await trio.sleep(2)
+        valve.opened.set()
+
+    nursery.start_soon(server_reads_again)
+    started = trio.current_time()
+    with trio.move_on_after(1) as caller:
+        await ws.get_message()
+    assert caller.cancelled_caught  # the cancellation was not swallowed
+    assert trio.current_time() - started == pytest.approx(2)  # until the pong went out
+    with trio.move_on_after(10):  # (the test's server never answers the close)
+        await ws.aclose(4001, "bye")
+    _, events = await _to_the_end(server)
+    assert [e.payload for e in events if isinstance(e, Pong)] == [b"p"]
+    assert _closes(events)[0] == (4001, "bye")  # (then the end of the stream, 1006)
+
+
+async def test_a_pong_the_server_never_takes_holds_a_cancelled_reader_no_longer_than_the_bound(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The shield is bounded: with a server that never reads again, the cancelled reader
+    returns after ``CLOSE_SEND_TIMEOUT``, the pong cut short, and nothing follows it."""
+    ws, server = await opened(nursery)
+    _valve(ws)  # never opened
+    await server.send(Ping(payload=b"p"))
+    started = trio.current_time()
+    with trio.move_on_after(1) as caller:
+        await ws.get_message()
+    assert caller.cancelled_caught
+    assert trio.current_time() - started == pytest.approx(websocket.CLOSE_SEND_TIMEOUT)
+    with pytest.raises(ConnectionClosed):
+        await ws.send_message(b"next")  # the stream is torn: no byte may follow
