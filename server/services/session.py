@@ -151,6 +151,10 @@ async def refresh(ctx: Context, conn: Connection, req: rq.TokenRefresh) -> repli
         raise AuthFailed("unknown device")
     if conn.authenticated and (conn.user_id, conn.device_id) != (user.user_id, device.device_id):
         raise ProtocolError(ErrorCode.FORBIDDEN, "this connection belongs to another device")
+    # C1: refused before the secret rotates. Rotating first burnt the device's refresh token
+    # (the new one never reached it), so it could not sign in again once unsuspended, though
+    # a suspension keeps tokens (``PersonalStore.set_suspended``).
+    _refuse_suspended(conn, user)
     text, renewed = ctx.credentials.refresh.renew(session, now_ms=now)
     rotated = await personal.rotate_refresh_session(
         session.session_id,
