@@ -11,7 +11,9 @@ Contracts, for every implementation (``tests/storage/test_moderation_conformance
 
 * each method is one transaction, durable before it returns (see ``storage.interfaces``);
 * report ids and act ids are handed out in commit order, from 1, never reused;
-* the log is append-only: nothing here updates or deletes an act;
+* the log is append-only: nothing here deletes an act or changes what it records, but for
+  one thing: a ``remove`` erases the evidence that earlier acts (a ``hide``) kept of the
+  same message, since the platform keeps no copy of removed content;
 * the store decides nothing: who may report what is the router's policy, what an act does
   is the operator command's.
 """
@@ -104,8 +106,8 @@ class ModerationStore(Protocol):
     async def record_act(self, act: NewAct) -> ActRecord:
         """Append ``act`` to the log with the next act id and, in the same transaction,
         close every report of ``act.report_ids`` that is still open. For a ``remove`` act,
-        also erase the evidence of every report naming the same message (the platform keeps
-        no copy of removed content)."""
+        also erase the evidence of every report and every earlier act naming the same
+        message (the platform keeps no copy of removed content)."""
 
     async def acts(self, *, after_id: int, limit: int) -> list[ActRecord]:
         """Acts with ``act_id > after_id``, ascending, at most ``limit``."""

@@ -67,12 +67,16 @@ class MemoryModerationStore:
             report_ids=tuple(act.report_ids),
             created_at=act.created_at,
         )
-        self._acts.append(record)
         status = closing_status(act.action)
+        self._acts.append(record)
         if act.action == "remove":
             for report_id, report in list(self._reports.items()):
                 if (report.conv_id, report.seq) == (act.conv_id, act.seq):
                     self._reports[report_id] = replace(report, evidence=None)
+            # C1: an earlier ``hide`` of the same message kept its words for review.
+            for index, earlier in enumerate(self._acts):
+                if (earlier.conv_id, earlier.seq) == (act.conv_id, act.seq):
+                    self._acts[index] = replace(earlier, evidence=None)
         for report_id in act.report_ids:
             named = self._reports.get(report_id)
             if named is not None and named.status == "open":

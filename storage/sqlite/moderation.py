@@ -108,6 +108,11 @@ class SqliteModerationStore:
                     "UPDATE reports SET evidence = NULL WHERE conv_id = ? AND seq = ?",
                     (act.conv_id, act.seq),
                 )
+                # C1: an earlier ``hide`` of the same message kept its words for review.
+                conn.execute(
+                    "UPDATE acts SET evidence = NULL WHERE conv_id = ? AND seq = ?",
+                    (act.conv_id, act.seq),
+                )
             conn.executemany(
                 "UPDATE reports SET status = ?, closed_by_act = ?"
                 " WHERE report_id = ? AND status = 'open'",

@@ -118,6 +118,38 @@ async def test_c1_remove_erases_the_evidence_of_reports_on_that_message(stores: 
     assert evidence == [(3, None), (3, None), (4, b"\x81\xa4text\xa3ads")]
 
 
+async def test_c1_remove_erases_what_an_earlier_hide_kept_of_that_message(stores: Stores) -> None:
+    """A ``hide`` keeps the message's words for review; a later ``remove`` of the same
+    message must erase that copy too (the platform keeps none of removed content). Acts on
+    other messages keep theirs."""
+
+    def hide(seq: int, at: int) -> NewAct:
+        return NewAct(
+            action="hide",
+            operator="ops",
+            reason="spam",
+            target_user=9,
+            conv_id="g:1",
+            seq=seq,
+            evidence=f"words {seq}".encode(),
+            created_at=at,
+        )
+
+    await stores.moderation.record_act(hide(3, 1000))
+    await stores.moderation.record_act(hide(4, 1001))
+    await stores.moderation.record_act(
+        NewAct(
+            action="remove", operator="ops", reason="illegal", conv_id="g:1", seq=3, created_at=2000
+        )
+    )
+    acts = await stores.moderation.acts(after_id=0, limit=10)
+    assert [(a.action, a.seq, a.evidence) for a in acts] == [
+        ("hide", 3, None),
+        ("hide", 4, b"words 4"),
+        ("remove", 3, None),
+    ]
+
+
 async def test_c1_list_reports_filters_and_pages(stores: Stores) -> None:
     for reporter in range(1, 6):
         await stores.moderation.add_report(user_report(reporter))
