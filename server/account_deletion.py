@@ -4,7 +4,8 @@
 in one transaction of the personal store (``AccountEraser.begin``, which dissolution, O4,
 also uses for the organisation's enterprise accounts). This job then tombstones the user's
 messages in the cross-domain store in chunks (each a transaction, each recall pushed to the
-conversation's members), and finally erases the personal data and consent records. An
+conversation's members), and finally erases the personal data and consent records (each
+contact is first told, through their personal stream, that the contact is gone). An
 account whose erasure was interrupted is found again at start and finished.
 Organisations' copies are not touched: they were the organisations' when made (A1).
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from protocol.errors import CloseCode
+from protocol.events import ContactEvent
 from server.background import Nudge, run_rounds
 from server.clock import Clock
 from storage.keys import user_owner
-from storage.records import Entry
+from storage.records import ContactRow, ContactWrite, Entry
 from storage.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,11 @@ CHUNK = 500
 PublishRecall = Callable[[Entry], Awaitable[None]]
 #: Close every live connection of a user (in this process), with a close code and reason.
 Disconnect = Callable[[int, int, str], None]
+#: Push an event to these users' connected devices (``server.context.publish_event``).
+Publish = Callable[[list[int], msgspec.Struct], None]
+
+
+_encoder = msgspec.msgpack.Encoder()
 
 
 class AccountEraser:
@@ -41,11 +49,13 @@ class AccountEraser:
         *,
         publish_recall: PublishRecall,
         disconnect: Disconnect | None = None,
+        publish: Publish | None = None,
     ) -> None:
         self._stores = stores
         self._clock = clock
         self._publish_recall = publish_recall
         self._disconnect = disconnect
+        self._publish = publish
         self.kick = Nudge()
         self.erased = 0
 
@@ -77,6 +87,38 @@ class AccountEraser:
                     for recall in recalls:
                         await self._publish_recall(recall)
             await self._stores.consent.erase_user(user_id)
+            await self._tell_contacts(user_id)
             await self._stores.personal.erase_personal_data(user_id)
             self.erased += 1
             log.info("account erased", extra={"user_id": user_id})
+
+    async def _tell_contacts(self, user_id: int) -> None:
+        """A1 with M5: the user's contacts lose them through their personal stream (an
+        ``ev.contact`` with state ``none`` each, which ``sync`` replays), as a removal
+        would; erasing the rows alone left every peer's devices showing the contact for
+        good while ``contacts.list`` no longer did. Idempotent: a peer whose row is gone is
+        skipped, so a resumed job writes nothing twice."""
+        personal = self._stores.personal
+        now = self._clock.now_ms()
+        writes = []
+        for row in await personal.list_contacts(user_id):
+            theirs = await personal.get_contact(row.peer, user_id)
+            if theirs is None or theirs.state is None:
+                continue
+            event = ContactEvent(pstream=0, user_id=user_id, state="none", note="")
+            writes.append(
+                ContactWrite(
+                    row=ContactRow(
+                        owner=row.peer, peer=user_id, state=None, note="", updated_at=now
+                    ),
+                    event_body=_encoder.encode(event),
+                )
+            )
+        if not writes:
+            return
+        changes, _ = await personal.write_contacts(writes, now=now)
+        if self._publish is not None:
+            # Their connected devices learn it now, as after a removal, not at a next sync.
+            for write, change in zip(writes, changes, strict=True):
+                gone = ContactEvent(pstream=change.pstream, user_id=user_id, state="none", note="")
+                self._publish([write.row.owner], gone)

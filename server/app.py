@@ -122,7 +122,13 @@ def build_context(
         bus.publish([user_id], Disconnect(code=code, reason=reason))
 
     enterprise = EnterpriseIndex(stores.orgs)
-    eraser = AccountEraser(stores, clock, publish_recall=publish_recall, disconnect=disconnect)
+    eraser = AccountEraser(
+        stores,
+        clock,
+        publish_recall=publish_recall,
+        disconnect=disconnect,
+        publish=partial(publish_event, bus),
+    )
 
     return Context(
         config=config,
