@@ -49,6 +49,9 @@ class Connection:
     conn_id: int = field(default_factory=lambda: next(_ids))
     user_id: int | None = None
     device_id: int | None = None
+    #: The user's token generation the connection authenticated under (A2: a later one
+    #: means its session was revoked; ``session.revoked_while_attaching`` checks it).
+    token_generation: int | None = None
     hello_done: bool = False
     #: Group members whose presence (and typing) this connection is shown.
     presence_watch: frozenset[int] = frozenset()

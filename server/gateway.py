@@ -30,7 +30,7 @@ from server.context import Context
 from server.heartbeat import Heartbeat
 from server.metrics import METRICS
 from server.router import Router
-from server.services import presence
+from server.services import presence, session
 from server.transport import ConnectionClosed, WebSocket
 from server.transport.handshake import read_upgrade
 from server.transport.listener import connection_failed
@@ -101,7 +101,10 @@ class Gateway:
                         # wake_reader cancels while the reader waits for a frame.
                         conn.bind(scope, self._tasks)
                         if await self._handshake(conn) and self._within_user_limit(conn):
-                            if self.ctx.hub.attach(conn):
+                            first = self.ctx.hub.attach(conn)
+                            if await session.revoked_while_attaching(self.ctx, conn):
+                                pass  # closed: the loop below does not start
+                            elif first:
                                 await presence.announce(self.ctx, conn.user_id or 0, online=True)
                             # ``_read_frame``, written out (see above) for the connection's
                             # life.

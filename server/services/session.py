@@ -48,7 +48,30 @@ async def _bind(ctx: Context, conn: Connection, user: User, device: Device) -> N
     _refuse_suspended(conn, user)
     conn.user_id = user.user_id
     conn.device_id = device.device_id
+    conn.token_generation = user.token_generation
     ctx.last_seen.note(device.device_id, now=ctx.clock.now_ms())  # P6, written in batches
+
+
+async def revoked_while_attaching(ctx: Context, conn: Connection) -> bool:
+    """Whether the connection's session ended while it authenticated; if so it is closed
+    (4004, or 4005 for a suspension). The gateway asks once the connection is attached to
+    the hub.
+
+    Why (A2, C1): ``logout_all``, a suspension, an account deletion or an enterprise
+    account's freeze commits, then publishes a ``Disconnect`` to the user's connections
+    attached at that moment. A connection that read the user before that commit and was
+    attached after the publish would miss both: it would stay connected, authenticated
+    with a revoked token. Each of them commits before it publishes, so this read, made
+    after the attach, sees any change whose ``Disconnect`` the connection did not get."""
+    assert conn.user_id is not None
+    user = await ctx.stores.personal.get_user(conn.user_id)
+    if user is None or user.deleted or user.token_generation != conn.token_generation:
+        conn.close_soon(CloseCode.SESSION_REVOKED, "session revoked")
+        return True
+    if user.suspended:
+        conn.close_soon(CloseCode.ACCOUNT_SUSPENDED, "account suspended")
+        return True
+    return False
 
 
 def _refuse_suspended(conn: Connection, user: User) -> None:

@@ -284,3 +284,50 @@ async def test_a2_reusing_a_rotated_refresh_token_ends_the_session(rig: Rig) -> 
         await conn.request(hello())
         after = await refused(conn, rq.TokenRefresh(rid=0, refresh_token=rotated.refresh_token))
         assert after.code == ErrorCode.AUTH_FAILED
+
+
+@pytest.mark.parametrize("revoke", ["logout_all", "suspend"])
+async def test_a2_c1_a_session_revoked_while_a_device_authenticates_does_not_stay_open(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, revoke: str
+) -> None:
+    """The race: a connection read the user (token generation, suspension) for its
+    ``hello``; before it was attached to the hub, another device's ``logout_all`` (or a
+    suspension) committed and disconnected the user's attached connections, not this one.
+    Before, it stayed open, authenticated with a revoked token, for good. Now the gateway
+    reads the user again once the connection is attached, and closes it (4004, 4005)."""
+    bob_phone, bob = await rig.new_user("bob")
+    tablet = await rig.new_device(bob_phone, "tablet")
+    credentials = rig.server.ctx.credentials
+    authenticate = credentials.authenticate
+    read, go_on = trio.Event(), trio.Event()
+
+    async def held(stores, token):  # type: ignore[no-untyped-def]
+        found = await authenticate(stores, token)
+        if not read.is_set():  # the tablet's hello: held between its read and the attach
+            read.set()
+            await go_on.wait()
+        return found
+
+    monkeypatch.setattr(credentials, "authenticate", held)
+    async with trio.open_nursery() as nursery:
+        connected: list[RivetClient] = []
+
+        async def tablet_connects() -> None:
+            async with RivetClient.connect(rig.url, tablet) as t:
+                connected.append(t)
+                assert await closed_with(t.conn) == (
+                    CloseCode.SESSION_REVOKED
+                    if revoke == "logout_all"
+                    else CloseCode.ACCOUNT_SUSPENDED
+                )
+
+        nursery.start_soon(tablet_connects)
+        with trio.fail_after(5):
+            await read.wait()
+        if revoke == "logout_all":
+            async with RivetClient.connect(rig.url, bob) as b:
+                await b.request(rq.LogoutAll(rid=0))
+                assert await closed_with(b.conn) == CloseCode.SESSION_REVOKED
+        else:
+            await rig.server.ctx.stores.personal.set_suspended(uid(bob), True)
+        go_on.set()
