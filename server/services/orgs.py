@@ -159,6 +159,11 @@ async def review(ctx: Context, conn: Connection, req: po.OrgReview) -> po.JoinRe
     request = policy.may_review(
         reviewer, await ctx.stores.orgs.get_request(req.org, req.request_id)
     )
+    if req.approve and request.kind == "apply":
+        # O1: approving an application is the moment the applicant joins, so a control set
+        # since they applied (no_join_orgs) refuses it, as ``answer`` does for invitations
+        # (found by the organisation fuzz test: checked at ``apply`` only, it was bypassed).
+        policy.may_join_org(await ctx.enterprise.account_of(request.user_id), req.org)
     now = ctx.clock.now_ms()
     status: RequestStatus
     if not req.approve:
