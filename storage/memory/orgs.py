@@ -45,12 +45,16 @@ class _Org:
 class MemoryOrganisationStore(MemoryGroupCapacity):  # M2: storage/memory/group_capacity.py
     def __init__(self) -> None:
         self._orgs: dict[int, _Org] = {}
+        #: Ids are never given out twice (as SQLite's AUTOINCREMENT): a dissolved
+        #: organisation's id must not name a new one (O4, D6), nor collide with a live one.
+        self._last_org_id = 0
 
     async def create_org(
         self, *, name: str, disclosure: str, creator: int, now: int
     ) -> Organisation:
+        self._last_org_id += 1
         org = Organisation(
-            org_id=len(self._orgs) + 1,
+            org_id=self._last_org_id,
             name=name,
             disclosure=disclosure,
             created_at=now,
