@@ -42,6 +42,7 @@ from server.ops_http import serve_ops_http, server_routes
 from server.ordering import SeqOrderedPublisher
 from server.org_feed import OrgFeeds
 from server.org_index import OrgIndex
+from server.org_membership import end_other_memberships
 from server.outbox import OutboxRelay
 from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
@@ -122,6 +123,13 @@ def build_context(
         bus.publish([user_id], Disconnect(code=code, reason=reason))
 
     enterprise = EnterpriseIndex(stores.orgs)
+    org_index = OrgIndex(stores.orgs)
+
+    async def leave_other_orgs(user_id: int, dissolved_org: int) -> None:
+        await end_other_memberships(
+            stores, org_index, org_feeds, user_id, ending_org=dissolved_org, now=clock.now_ms()
+        )
+
     eraser = AccountEraser(
         stores,
         clock,
@@ -152,13 +160,13 @@ def build_context(
         ding=DingRuntime.from_config(
             config, stores, clock=clock, notifier=notifier, bus=bus, is_online=hub.is_online
         ),
-        org_index=OrgIndex(stores.orgs),
+        org_index=org_index,
         enterprise=enterprise,
         dissolver=Dissolver(
             stores.orgs,
             on_dissolved=encryption.org_keys_destroyer(stores.keys, clock),
             # O4 with P5: the organisation's enterprise accounts end with it.
-            end_account=enterprise_account_ender(eraser, enterprise),
+            end_account=enterprise_account_ender(eraser, enterprise, leave_other_orgs),
             # D2: its own conversations (o:<org>:...) go with it.
             conversations=stores.org_conversations,
             lives=stores.org_live,

@@ -60,19 +60,28 @@ OnDissolved = Callable[[int], Awaitable[object]]
 #: Called for each enterprise account of a dissolving organisation (O4 with P5) before its
 #: rows are deleted, again on every resumed attempt, so it must be idempotent.
 EndAccount = Callable[[EnterpriseAccount], Awaitable[object]]
+#: (user id, the dissolved organisation's id): the account leaves its other organisations.
+LeaveOtherOrgs = Callable[[int, int], Awaitable[object]]
 
 #: Accounts read per page while ending them.
 ACCOUNT_PAGE = 500
 
 
-def enterprise_account_ender(eraser: AccountEraser, enterprise: EnterpriseIndex) -> EndAccount:
+def enterprise_account_ender(
+    eraser: AccountEraser,
+    enterprise: EnterpriseIndex,
+    leave_other_orgs: LeaveOtherOrgs | None = None,
+) -> EndAccount:
     """O4 with P5: end a dissolved organisation's enterprise account as ``account.delete``
-    ends an account (A1): one transaction ends its sessions and releases its placeholder
-    phone, its live connections close (4004), and the erasure job erases its personal data
-    and destroys its keys. Idempotent: repeating it for an account already ended or erased
-    changes nothing."""
+    ends an account (A1), which refuses while the user is in an organisation: first it
+    leaves the other organisations it had joined (``leave_other_orgs``), then one
+    transaction ends its sessions and releases its placeholder phone, its live connections
+    close (4004), and the erasure job erases its personal data and destroys its keys.
+    Idempotent: repeating it for an account already ended or erased changes nothing."""
 
     async def end(account: EnterpriseAccount) -> None:
+        if leave_other_orgs is not None:
+            await leave_other_orgs(account.user_id, account.org_id)
         try:
             await eraser.begin(account.user_id, reason="organisation dissolved")
         except KeyError:

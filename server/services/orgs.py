@@ -22,6 +22,7 @@ from server import policy
 from server.connection import Connection
 from server.context import Context
 from server.ding.quota import PACKAGE_PERIOD, package_account
+from server.org_membership import end_membership
 from server.services.render import fingerprint
 from storage.errors import AlreadyExists
 from storage.orgs import JoinRequest, Organisation, OrgMember, RequestStatus
@@ -246,16 +247,7 @@ async def remove(ctx: Context, conn: Connection, req: po.OrgRemove) -> Done:
 
 
 async def _end_membership(ctx: Context, org_id: int, user_id: int, *, now: int) -> None:
-    """D4: consent does not outlive a membership. A grant in force is revoked as the
-    membership ends, at the same millisecond: membership spans are told apart by time
-    alone, so a grant made just before leaving would otherwise count for a membership
-    begun in that same millisecond (found by the consent fuzz test). The revocation is
-    written first: if removing the member then fails, the member is still in, without
-    consent (nothing is copied that should not be)."""
-    history = await ctx.stores.consent.consent_history(user_id, org_id)
-    if history and history[-1].granted:
-        await ctx.stores.consent.set_consent(user_id=user_id, org_id=org_id, granted=False, now=now)
-    await ctx.stores.orgs.remove_member(org_id, user_id, now=now)
+    await end_membership(ctx.stores, org_id, user_id, now=now)
 
 
 async def members(ctx: Context, conn: Connection, req: po.OrgMembers) -> po.OrgMemberPage:

@@ -1070,6 +1070,12 @@ class Run:
                 if who not in m.erased:
                     m.erased.add(who)
                     self._close(who, CloseCode.SESSION_REVOKED)
+                    # It leaves the other organisations it had joined, as a member who
+                    # leaves (its consent there revoked); a primary admin's role stays.
+                    for other in m.orgs:
+                        ms = other.members.get(who)
+                        if other.alive and ms is not None and ms.role != "primary":
+                            self._end(other, who)
                     # Their words in cross-domain conversations are tombstoned; the
                     # organisation's own conversations are deleted with it.
                     for msg in m.messages:
@@ -1352,6 +1358,18 @@ JOIN_AFTER_NO_JOIN_ORGS = [
     ("review", Y, PRIMARY, 0, True, 0),
 ]
 
+#: O4 with P5 and A1, found by this test: a dissolved organisation's enterprise account was
+#: erased but stayed a member of the other organisation it had joined (Y listed a deleted
+#: user for good), though ``account.delete`` refuses while its user is in an organisation.
+#: Fixed: the account leaves its other organisations first (``server/org_membership.py``).
+ENDED_ACCOUNT_LEAVES_OTHER_ORGS = [
+    ("apply", Y, 4, 0),
+    ("review", Y, PRIMARY, 0, True, 0),
+    ("dissolve", X, PRIMARY, 0),
+    ("confirm", X, PRIMARY, True, 0),
+    ("finish", 0),
+]
+
 
 @settings(
     max_examples=EXAMPLES,
@@ -1361,6 +1379,7 @@ JOIN_AFTER_NO_JOIN_ORGS = [
 @given(ops=st.lists(OPS, min_size=MAX_OPS // 2, max_size=MAX_OPS))
 @example(ops=ORG_ID_AFTER_DISSOLUTION)
 @example(ops=JOIN_AFTER_NO_JOIN_ORGS)
+@example(ops=ENDED_ACCOUNT_LEAVES_OTHER_ORGS)
 def test_org_lifecycle_matches_the_model(ops: list[tuple[Any, ...]]) -> None:
     run_ops(ops)
 
@@ -1368,8 +1387,8 @@ def test_org_lifecycle_matches_the_model(ops: list[tuple[Any, ...]]) -> None:
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 @pytest.mark.parametrize(
     "ops",
-    [ORG_ID_AFTER_DISSOLUTION, JOIN_AFTER_NO_JOIN_ORGS],
-    ids=["o4_org_id_never_reused", "o1_no_join_orgs_at_review"],
+    [ORG_ID_AFTER_DISSOLUTION, JOIN_AFTER_NO_JOIN_ORGS, ENDED_ACCOUNT_LEAVES_OTHER_ORGS],
+    ids=["o4_org_id_never_reused", "o1_no_join_orgs_at_review", "o4_ended_account_leaves"],
 )
 def test_org_regressions_on_every_backend(ops: list[tuple[Any, ...]], store: str) -> None:
     run_ops(ops, store)
