@@ -13,12 +13,6 @@ from collections.abc import Callable
 
 from protocol.ids import conversation_kind, direct_participants
 from storage.interfaces import CrossDomainStore
-from storage.records import Member
-
-
-def visible(member: Member, seq: int) -> bool:
-    """Whether ``member`` can see message ``seq``: within their membership's range."""
-    return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
 
 
 class MemberCache:
@@ -62,6 +56,8 @@ class MemberCache:
         A member added after it to a group that hides its history never saw it, and ``sync``
         never replays that recall to them (the store's visibility rule): pushing it live
         would tell them of a message from before they joined, once and on one device only.
+        One who saw it in an earlier membership and was added back is told (M4: their
+        devices hold its content).
         Every recall pushes to this audience: a member's, an organisation's, the
         moderators', an erased account's."""
         members = await self.member_ids(conv_id)

@@ -505,12 +505,9 @@ def may_report_message(*, reporter: int, member: Member | None, entry: Entry | N
     exist."""
     if member is None:
         raise not_found()
-    visible = (
-        entry is not None
-        and entry.kind == "message"
-        and member.visible_from <= entry.seq
-        and (member.left_seq is None or entry.seq <= member.left_seq)
-    )
+    # Within any of their memberships' ranges (``Member.sees``): one added back to a group
+    # that hides its history may report what they saw before, not what was said between.
+    visible = entry is not None and entry.kind == "message" and member.sees(entry.seq)
     if entry is None or not visible:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
     if entry.sender == reporter:

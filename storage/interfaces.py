@@ -199,8 +199,10 @@ class CrossDomainStore(Protocol):
     """D3: single chats, ordinary groups, chat with oneself, and their stream.
 
     Visibility rule used by the read methods below, for a member M of conversation C: M sees
-    entries of C with ``M.visible_from <= seq`` and, if M left, ``seq <= M.left_seq``;
-    ``read`` entries only when written by M or when C is not a group.
+    entries of C whose seq (a ``recall``'s or ``read``'s: the seq it names) lies in one of
+    ``M.ranges``: the current membership's (``M.visible_from <= seq`` and, if M left,
+    ``seq <= M.left_seq``) or one of ``M.earlier`` (``Member.sees``); ``read`` entries only
+    when written by M or when C is not a group.
     """
 
     async def append(self, entry: NewEntry) -> Appended:
@@ -215,7 +217,9 @@ class CrossDomainStore(Protocol):
         3. With ``entry.require_member``: ``NotAMember`` unless that user is a current member.
         4. Give the entry ``seq = last_seq + 1`` and the next stream position; store it.
         5. Apply ``member_changes`` (an added member becomes visible from the new seq, or 1
-           with ``history_from_start``; a removed one gets ``left_seq`` = the new seq) and
+           with ``history_from_start``; a removed one gets ``left_seq`` = the new seq; a
+           former member added again keeps their read position and, unless
+           ``history_from_start`` covers them, the ranges they saw before in ``earlier``) and
            ``conversation_change``; keep ``member_count`` right.
         6. For a ``message``, move the sender's read position to the new seq.
         7. Record the idempotency key with the entry.
@@ -253,7 +257,8 @@ class CrossDomainStore(Protocol):
     async def get_conversation(self, conv_id: str) -> Conversation | None: ...
 
     async def get_member(self, conv_id: str, user_id: int) -> Member | None:
-        """The membership row, including a departed member's (``left_seq`` set)."""
+        """The membership row, including a departed member's (``left_seq`` set), with the
+        ranges of their earlier memberships (``earlier``)."""
 
     async def list_members(self, conv_id: str, *, after_user: int, limit: int) -> list[Member]:
         """Current members with ``user_id > after_user`` in ascending user id order."""
@@ -264,8 +269,8 @@ class CrossDomainStore(Protocol):
     async def joined_after(self, conv_id: str, seq: int) -> list[int]:
         """The current members who cannot see message ``seq`` because their membership
         starts after it (``visible_from > seq``: added later to a group that hides its
-        history), ascending. Few, and found by an index: a recall's audience is the current
-        members less these."""
+        history) and no earlier membership of theirs saw it, ascending. Few, and found by an
+        index: a recall's audience is the current members less these."""
 
     async def memberships(self, user_id: int) -> list[Member]:
         """Every membership row of the user, departed ones included."""
@@ -287,7 +292,8 @@ class CrossDomainStore(Protocol):
         limit: int,
     ) -> list[Entry]:
         """``message`` and ``system`` entries with ``visible_from <= seq < before_seq`` (and
-        ``seq <= visible_to`` when given), the newest ``limit`` of them, in ascending seq."""
+        ``seq <= visible_to`` when given), the newest ``limit`` of them, in ascending seq.
+        One range: a member who sees several (``Member.ranges``) is served range by range."""
 
     async def entries_for(self, user_id: int, *, after: int, limit: int) -> list[Entry]:
         """Entries visible to the user (see the class docstring) in every conversation they
@@ -299,18 +305,19 @@ class CrossDomainStore(Protocol):
         changed_after``: the conversation, the membership, the unread count (visible
         ``message`` entries above ``read_seq`` not sent by the user and not recalled) and the
         newest visible ``message`` or ``system`` entry. Ordered by ``last_stream``, newest
-        first."""
+        first. Unread messages of an earlier membership above ``read_seq`` count too."""
 
     async def read_counts(self, conv_id: str, seqs: Sequence[int]) -> list[ReadCount]:
         """For each existing message seq: how many current members other than its sender
-        that can see it have read it (``read_seq >= seq``) and how many have not. Computed
-        from read positions: no row per message per member. Missing seqs are skipped."""
+        that can see it (in any of their ranges) have read it (``read_seq >= seq``) and how
+        many have not. Computed from read positions: no row per message per member. Missing
+        seqs are skipped."""
 
     async def readers(
         self, conv_id: str, seq: int, *, read: bool, after_user: int, limit: int
     ) -> list[int]:
         """User ids (ascending, ``> after_user``) of current members other than the sender
-        who see ``seq`` and have (``read``) or have not read it."""
+        who see ``seq`` (in any of their ranges) and have (``read``) or have not read it."""
 
     async def head(self) -> int:
         """The highest stream position committed so far (0 when empty)."""

@@ -130,10 +130,35 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     left_seq: int | None = None
     #: Read position: everything up to and including this seq is read.
     read_seq: int = 0
+    #: The (first, last) seq ranges of their earlier memberships, ascending, each ending
+    #: before ``visible_from``: left (or removed from) a group that hides its history and
+    #: added back, they still see what they saw before (M1), not what was said while away.
+    earlier: tuple[tuple[int, int], ...] = ()
 
     @property
     def active(self) -> bool:
         return self.left_seq is None
+
+    @property
+    def ranges(self) -> tuple[tuple[int, int | None], ...]:
+        """Every (first, last) seq range the user sees, ascending: the earlier memberships,
+        then this one (``last`` None while current)."""
+        return (*self.earlier, (self.visible_from, self.left_seq))
+
+    def sees(self, seq: int) -> bool:
+        """The visibility rule of ``CrossDomainStore``: ``seq`` lies in one of ``ranges``."""
+        if self.visible_from <= seq and (self.left_seq is None or seq <= self.left_seq):
+            return True
+        return any(first <= seq <= last for first, last in self.earlier)
+
+    def first_seen_after(self, seq: int) -> int | None:
+        """The lowest seq above ``seq`` that the user sees (None if there is none up to
+        ``left_seq``): where the messages a read position moving from ``seq`` passes over
+        begin."""
+        for first, last in self.ranges:
+            if last is None or last > seq:
+                return max(first, seq + 1)
+        return None
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,6 @@ from protocol.ids import conversation_kind
 from server import policy
 from server.connection import Connection
 from server.context import Context
-from server.membership import visible
 from server.metrics import METRICS
 from server.outbox import org_copy_effect
 from server.services import enterprise
@@ -30,6 +29,7 @@ from storage.records import (
     Appended,
     Conversation,
     ConversationKindName,
+    Entry,
     IdempotencyKey,
     Member,
     NewConversation,
@@ -83,8 +83,9 @@ async def send(ctx: Context, conn: Connection, req: rq.MsgSend) -> replies.Sent:
             # Sending moved the sender's read position to their message (``append``): the
             # others' messages it passed over were newly read, and their senders get the
             # new counts, as after a ``read``.
-            first = max(member.read_seq, member.visible_from - 1) + 1
-            ctx.receipts.mark(req.conv, first_seq=first, last_seq=entry.seq - 1)
+            first = member.first_seen_after(member.read_seq)
+            if first is not None:
+                ctx.receipts.mark(req.conv, first_seq=first, last_seq=entry.seq - 1)
     return _sent(appended)
 
 
@@ -187,7 +188,7 @@ async def recall(ctx: Context, conn: Connection, req: rq.MsgRecall) -> replies.R
     if conversation is None:
         raise policy.not_found()
     entry = await cross.get_entry(req.conv, req.seq)
-    if member is not None and entry is not None and not visible(member, entry.seq):
+    if member is not None and entry is not None and not member.sees(entry.seq):
         entry = None
     try:
         policy.may_recall(caller=caller, member=member, entry=entry, now=ctx.clock.now_ms())
@@ -236,13 +237,25 @@ async def history(ctx: Context, conn: Connection, req: rq.MsgHistory) -> replies
         policy.direct_peer(caller, req.conv)
         return replies.History(conv=req.conv, messages=[], more=False)
     member = policy.may_read(found)
-    entries = await store.history(
-        req.conv,
-        visible_from=member.visible_from,
-        visible_to=member.left_seq,
-        before_seq=req.before_seq,
-        limit=req.limit + 1,
-    )
+    # Every range the member sees, newest first (M1: a member added back to a group that
+    # hides its history still sees what they saw before, never what was said between).
+    entries: list[Entry] = []
+    before_seq = req.before_seq
+    for first, last in reversed(member.ranges):
+        if len(entries) > req.limit:
+            break
+        if before_seq is not None and first >= before_seq:
+            continue
+        entries = [
+            *await store.history(
+                req.conv,
+                visible_from=first,
+                visible_to=last,
+                before_seq=before_seq,
+                limit=req.limit + 1 - len(entries),
+            ),
+            *entries,
+        ]
     more = len(entries) > req.limit
     if more:
         entries = entries[1:]
@@ -259,9 +272,10 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
     if conversation is None:
         raise policy.not_found()
     # The position never moves onto what the member cannot see (from before they joined a
-    # group that hides its history): ``sync`` would never replay that read entry (the
-    # store's visibility rule), so it would reach only the devices online now.
-    seq = req.seq if req.seq >= member.visible_from else 0
+    # group that hides its history, or while they were away from it): ``sync`` would never
+    # replay that read entry (the store's visibility rule), so it would reach only the
+    # devices online now. Beyond the last seq is the current range's: clamped by the store.
+    seq = req.seq if member.sees(req.seq) else 0
     moved = await cross.mark_read(conv_id=req.conv, user_id=caller, seq=seq, now=ctx.clock.now_ms())
     if moved.entry is not None:
         members = await ctx.members.member_ids(req.conv)
@@ -271,9 +285,11 @@ async def read(ctx: Context, conn: Connection, req: rq.Read) -> replies.ReadDone
         ctx.publish(recipients - {caller}, entry_event(moved.entry))
         if conversation.kind == "group":
             # Newly read: the messages the member sees, above the old position (those from
-            # before they joined do not count them: their counts did not change).
-            first = max(member.read_seq, member.visible_from - 1) + 1
-            ctx.receipts.mark(req.conv, first_seq=first, last_seq=moved.read_seq)
+            # before they joined, or from while they were away, do not count them: their
+            # counts did not change).
+            first = member.first_seen_after(member.read_seq)
+            if first is not None:
+                ctx.receipts.mark(req.conv, first_seq=first, last_seq=moved.read_seq)
     return replies.ReadDone(conv=req.conv, seq=moved.read_seq, unread=moved.unread)
 
 
@@ -283,7 +299,7 @@ async def receipt_counts(
     caller = _user(conn)
     store = ctx.conversations(req.conv)
     member = policy.may_read(await store.get_member(req.conv, caller))
-    seqs = [s for s in req.seqs if visible(member, s)]
+    seqs = [s for s in req.seqs if member.sees(s)]
     counts = await store.read_counts(req.conv, seqs)
     return replies.ReceiptCounts(
         conv=req.conv,
@@ -297,7 +313,7 @@ async def receipt_members(
     caller = _user(conn)
     store = ctx.conversations(req.conv)
     member = policy.may_read(await store.get_member(req.conv, caller))
-    if not visible(member, req.seq):
+    if not member.sees(req.seq):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such message")
     users = await store.readers(
         req.conv, req.seq, read=req.read, after_user=req.after_user, limit=req.limit

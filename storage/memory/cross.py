@@ -90,7 +90,7 @@ class MemoryCrossDomainStore:
                 member_count += int(after.active) - int(before is not None and before.active)
         if entry.kind == "message":
             sender = row_of(entry.sender)
-            if sender is not None and _sees(sender, seq) and sender.read_seq < seq:
+            if sender is not None and sender.sees(seq) and sender.read_seq < seq:
                 changed[entry.sender] = replace(sender, read_seq=seq)
         conversation = _changed_conversation(conversation, entry.conversation_change)
 
@@ -183,7 +183,7 @@ class MemoryCrossDomainStore:
         return [m.user_id for m in self._current_members(conv_id)]
 
     async def joined_after(self, conv_id: str, seq: int) -> list[int]:
-        return [m.user_id for m in self._current_members(conv_id) if m.visible_from > seq]
+        return [m.user_id for m in self._current_members(conv_id) if not m.sees(seq)]
 
     async def memberships(self, user_id: int) -> list[Member]:
         """Ascending by conversation id."""
@@ -307,26 +307,28 @@ class MemoryCrossDomainStore:
             and self._conversations[entry.conv_id].kind == "group"
         ):
             return False
-        return _sees(member, entry.seq)
+        return member.sees(entry.seq)
 
     def _last_visible_seq(self, member: Member) -> int:
         last_seq = self._conversations[member.conv_id].last_seq
         return last_seq if member.left_seq is None else min(last_seq, member.left_seq)
 
     def _unread(self, member: Member) -> int:
-        """Visible messages above the read position, not the member's own, not recalled."""
+        """Visible messages above the read position, not the member's own, not recalled: in
+        every range the member sees (an earlier membership's unread messages still count)."""
+        last_seq = self._conversations[member.conv_id].last_seq
         unread = 0
-        for seq in range(
-            max(member.read_seq + 1, member.visible_from), self._last_visible_seq(member) + 1
-        ):
-            entry = self._entry_at(member.conv_id, seq)
-            if (
-                entry is not None
-                and entry.kind == "message"
-                and entry.sender != member.user_id
-                and not entry.recalled
-            ):
-                unread += 1
+        for first, last in member.ranges:
+            high = last_seq if last is None else min(last, last_seq)
+            for seq in range(max(member.read_seq + 1, first), high + 1):
+                entry = self._entry_at(member.conv_id, seq)
+                if (
+                    entry is not None
+                    and entry.kind == "message"
+                    and entry.sender != member.user_id
+                    and not entry.recalled
+                ):
+                    unread += 1
         return unread
 
     def _receipt_audience(self, conv_id: str, seq: int) -> list[Member] | None:
@@ -338,7 +340,7 @@ class MemoryCrossDomainStore:
         return [
             member
             for member in self._current_members(conv_id)
-            if member.user_id != message.sender and _sees(member, seq)
+            if member.user_id != message.sender and member.sees(seq)
         ]
 
     async def recorded(self, key: IdempotencyKey) -> Appended | None:
@@ -389,10 +391,6 @@ class MemoryCrossDomainStore:
         return erased
 
 
-def _sees(member: Member, seq: int) -> bool:
-    return member.visible_from <= seq and (member.left_seq is None or seq <= member.left_seq)
-
-
 def _created(create: NewConversation, *, now: int) -> tuple[Conversation, dict[int, Member]]:
     """A new conversation and its first members, all visible from seq 1."""
     members = {
@@ -425,8 +423,11 @@ def _changed_member(
             role=change.role or "member",
             muted=bool(change.muted),
             visible_from=1 if change.history_from_start else seq,
-            # A re-admitted member keeps what they had read before they left.
+            # A re-admitted member keeps what they had read before they left ...
             read_seq=0 if row is None else row.read_seq,
+            # ... and what they saw then (M1: the group hides from them only what was said
+            # while they were away); seeing from seq 1 again covers every earlier range.
+            earlier=() if row is None or change.history_from_start else _ranges_until_left(row),
         )
     if row is None or not current:
         return None
@@ -438,6 +439,12 @@ def _changed_member(
         role=row.role if change.role is None else change.role,
         muted=row.muted if change.muted is None else change.muted,
     )
+
+
+def _ranges_until_left(row: Member) -> tuple[tuple[int, int], ...]:
+    """Every range a departed member saw, the last one closed at their leaving."""
+    assert row.left_seq is not None
+    return (*row.earlier, (row.visible_from, row.left_seq))
 
 
 def _changed_conversation(

@@ -7,8 +7,11 @@ Schema (``migrations/cross/``): ``message``/``system`` entries carry their own `
 unique (conv_id, seq) index; ``recall``/``read`` entries leave ``seq`` NULL and name their
 message or read position in ``ref_seq``. Receipts are counted from members' read positions
 (index on (conv_id, read_seq)), never from a row per message per member, so a group of
-10,000 costs one row per member. The append transaction is in ``cross_append.py``; the
-column lists and row mapping shared by both are in ``cross_rows.py``.
+10,000 costs one row per member. The earlier ranges of a member added back to a group that
+hides its history are rows of ``member_ranges`` (``Member.earlier``); the visibility rule
+probes them only for a seq before the member's current range, and finds none for everyone
+else. The append transaction is in ``cross_append.py``; the column lists and row mapping
+shared by both are in ``cross_rows.py``.
 """
 
 from __future__ import annotations
@@ -56,20 +59,30 @@ _NO_BOUND = 2**62
 # entries_for, one statement: the user's memberships in conversations changed after the
 # position, each conversation's entries after it in stream order (the (conv_id, stream) index),
 # those that pass the visibility rule of ``CrossDomainStore`` (the seq an entry shows, its own
-# or the one it names, lies in the member's window; ``read`` entries in a group are private to
-# their writer: in a single chat the peer's position is the receipt), the first ``limit`` by
-# stream. SQLite's ORDER BY ... LIMIT keeps only ``limit`` rows and leaves a conversation's
-# index range as soon as its next entry sorts after all of them, so the rows read stay about
-# the limit per changed conversation however long the histories behind them (this replaced a
-# cursor per conversation merged in Python: a statement per conversation, and the merge).
+# or the one it names, lies in the member's window, or before it in one of their earlier
+# windows: a probe of member_ranges made only for seqs before the current window; ``read``
+# entries in a group are private to their writer: in a single chat the peer's position is the
+# receipt), the first ``limit`` by stream. SQLite's ORDER BY ... LIMIT keeps only ``limit``
+# rows and leaves a conversation's index range as soon as its next entry sorts after all of
+# them, so the rows read stay about the limit per changed conversation however long the
+# histories behind them (this replaced a cursor per conversation merged in Python: a
+# statement per conversation, and the merge).
 _VISIBLE_ENTRIES_AFTER = f"""
     SELECT {ENTRY_COLUMNS}
     FROM members AS m
     CROSS JOIN conversations AS c ON c.conv_id = m.conv_id
     CROSS JOIN entries AS e ON e.conv_id = m.conv_id
     WHERE m.user_id = :user_id AND c.last_stream > :after AND e.stream > :after
-      AND coalesce(e.seq, e.ref_seq) >= m.visible_from
-      AND (m.left_seq IS NULL OR coalesce(e.seq, e.ref_seq) <= m.left_seq)
+      AND (
+        coalesce(e.seq, e.ref_seq) >= m.visible_from
+          AND (m.left_seq IS NULL OR coalesce(e.seq, e.ref_seq) <= m.left_seq)
+        OR coalesce(e.seq, e.ref_seq) < m.visible_from AND EXISTS (
+          SELECT 1 FROM member_ranges AS r
+          WHERE r.conv_id = m.conv_id AND r.user_id = m.user_id
+            AND r.visible_from <= coalesce(e.seq, e.ref_seq)
+            AND r.left_seq >= coalesce(e.seq, e.ref_seq)
+        )
+      )
       AND (e.kind != 'read' OR e.sender = :user_id OR c.kind != 'group')
     ORDER BY e.stream
     LIMIT :limit
@@ -83,17 +96,41 @@ _SUMMARY_ROWS = f"""
     ORDER BY c.last_stream DESC
 """
 
-_READERS = """
-    SELECT user_id FROM members
-    WHERE conv_id = ? AND left_seq IS NULL AND user_id > ? AND user_id != ?
-      AND visible_from <= ? AND read_seq >= ?
-    ORDER BY user_id LIMIT ?
+#: Whether the member ``m`` saw ``:seq`` in one of their earlier memberships (the
+#: member_ranges rows of a member added back to a group that hides its history).
+_SAW_EARLIER = """EXISTS (
+    SELECT 1 FROM member_ranges AS r
+    WHERE r.conv_id = m.conv_id AND r.user_id = m.user_id
+      AND r.visible_from <= :seq AND r.left_seq >= :seq
+)"""
+
+# Current members other than the sender who see the message (in this membership's window
+# or an earlier one) and have, or have not, read it.
+_READERS = f"""
+    SELECT user_id FROM members AS m
+    WHERE conv_id = :conv_id AND left_seq IS NULL AND user_id > :after AND user_id != :sender
+      AND (visible_from <= :seq OR {_SAW_EARLIER}) AND read_seq >= :seq
+    ORDER BY user_id LIMIT :limit
 """
-_NON_READERS = """
-    SELECT user_id FROM members
-    WHERE conv_id = ? AND left_seq IS NULL AND user_id > ? AND user_id != ?
-      AND visible_from <= ? AND read_seq < ?
-    ORDER BY user_id LIMIT ?
+_NON_READERS = f"""
+    SELECT user_id FROM members AS m
+    WHERE conv_id = :conv_id AND left_seq IS NULL AND user_id > :after AND user_id != :sender
+      AND (visible_from <= :seq OR {_SAW_EARLIER}) AND read_seq < :seq
+    ORDER BY user_id LIMIT :limit
+"""
+#: Current members other than the sender who joined after ``:seq``, saw it in an earlier
+#: membership and had read it (their read position stays across the gap).
+_READ_EARLIER = f"""
+    SELECT count(*) FROM members AS m INDEXED BY members_by_join
+    WHERE conv_id = :conv_id AND left_seq IS NULL AND visible_from > :seq
+      AND read_seq >= :seq AND user_id != :sender AND {_SAW_EARLIER}
+"""
+#: Current members who joined after ``:seq`` and did not see it earlier either (few, even in
+#: a group of 10,000: found by the join index).
+_JOINED_AFTER = f"""
+    SELECT user_id FROM members AS m INDEXED BY members_by_join
+    WHERE conv_id = :conv_id AND left_seq IS NULL AND visible_from > :seq
+      AND NOT {_SAW_EARLIER}
 """
 
 
@@ -272,11 +309,7 @@ class SqliteCrossDomainStore:
 
     async def joined_after(self, conv_id: str, seq: int) -> list[int]:
         def joined_after(conn: sqlite3.Connection) -> list[int]:
-            rows = conn.execute(
-                "SELECT user_id FROM members INDEXED BY members_by_join"
-                " WHERE conv_id = ? AND left_seq IS NULL AND visible_from > ?",
-                (conv_id, seq),
-            )
+            rows = conn.execute(_JOINED_AFTER, {"conv_id": conv_id, "seq": seq})
             return sorted(user_id for (user_id,) in rows)
 
         return await self._readers.run("joined_after", joined_after)
@@ -387,25 +420,26 @@ class SqliteCrossDomainStore:
                 sender = _message_sender(conn, conv_id, seq)
                 if sender is None:
                     continue
-                # Who can see seq: every current member but those who joined after it (few,
-                # by an index), less the sender. Who read it: a range of the read index.
-                (late,) = conn.execute(
-                    "SELECT count(*) FROM members INDEXED BY members_by_join"
-                    " WHERE conv_id = ? AND left_seq IS NULL AND visible_from > ?",
-                    (conv_id, seq),
+                # Who can see seq: every current member but those who joined after it and
+                # did not see it in an earlier membership (few, by an index), less the
+                # sender. Who read it: a range of the read index, and those of the late
+                # joiners who saw it earlier and read it then.
+                params = {"conv_id": conv_id, "seq": seq, "sender": sender}
+                late = {user for (user,) in conn.execute(_JOINED_AFTER, params)}
+                sender_current = conn.execute(
+                    "SELECT 1 FROM members WHERE conv_id = ? AND user_id = ? AND left_seq IS NULL",
+                    (conv_id, sender),
                 ).fetchone()
-                sender_sees = conn.execute(
-                    "SELECT 1 FROM members WHERE conv_id = ? AND user_id = ?"
-                    " AND left_seq IS NULL AND visible_from <= ?",
-                    (conv_id, sender, seq),
-                ).fetchone()
-                audience = member_count - late - (1 if sender_sees else 0)
+                sender_sees = sender_current is not None and sender not in late
+                audience = member_count - len(late) - (1 if sender_sees else 0)
                 (read,) = conn.execute(
                     "SELECT count(*) FROM members INDEXED BY members_by_read"
                     " WHERE conv_id = ? AND left_seq IS NULL AND read_seq >= ?"
                     " AND visible_from <= ? AND user_id != ?",
                     (conv_id, seq, seq, sender),
                 ).fetchone()
+                (read_earlier,) = conn.execute(_READ_EARLIER, params).fetchone()
+                read += read_earlier
                 counts.append(ReadCount(seq=seq, read=read, unread=audience - read))
             return counts
 
@@ -422,7 +456,13 @@ class SqliteCrossDomainStore:
                 return []
             rows = conn.execute(
                 _READERS if read else _NON_READERS,
-                (conv_id, after_user, sender, seq, seq, max(limit, 0)),
+                {
+                    "conv_id": conv_id,
+                    "after": after_user,
+                    "sender": sender,
+                    "seq": seq,
+                    "limit": max(limit, 0),
+                },
             )
             return [user_id for (user_id,) in rows]
 
@@ -452,15 +492,18 @@ def _last_visible_seq(member: Member, *, last_seq: int) -> int:
 
 
 def _unread(conn: sqlite3.Connection, member: Member, *, last_seq: int) -> int:
-    """Visible messages above the read position, not the member's own, not recalled."""
-    (unread,) = conn.execute(
-        "SELECT count(*) FROM entries WHERE conv_id = ? AND seq >= ? AND seq <= ?"
-        " AND kind = 'message' AND sender != ? AND recalled_by IS NULL",
-        (
-            member.conv_id,
-            max(member.read_seq + 1, member.visible_from),
-            _last_visible_seq(member, last_seq=last_seq),
-            member.user_id,
-        ),
-    ).fetchone()
-    return int(unread)
+    """Visible messages above the read position, not the member's own, not recalled: in
+    every range the member sees (an earlier membership's unread messages still count)."""
+    unread = 0
+    for first, last in member.ranges:
+        low = max(member.read_seq + 1, first)
+        high = last_seq if last is None else min(last, last_seq)
+        if low > high:
+            continue  # read already, or nothing posted there yet
+        (count,) = conn.execute(
+            "SELECT count(*) FROM entries WHERE conv_id = ? AND seq >= ? AND seq <= ?"
+            " AND kind = 'message' AND sender != ? AND recalled_by IS NULL",
+            (member.conv_id, low, high, member.user_id),
+        ).fetchone()
+        unread += count
+    return unread

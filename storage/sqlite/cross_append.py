@@ -184,6 +184,20 @@ def _apply_member_change(
     row = fetch_member(conn, conv_id, change.user_id)
     current = row is not None and row.active
     if change.op == "add" and not current:
+        if row is not None:
+            # M1: a former member keeps the range they saw (``Member.earlier``); seeing from
+            # seq 1 again covers every earlier range, which then go.
+            if change.history_from_start:
+                conn.execute(
+                    "DELETE FROM member_ranges WHERE conv_id = ? AND user_id = ?",
+                    (conv_id, change.user_id),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO member_ranges (conv_id, user_id, visible_from, left_seq)"
+                    " VALUES (?, ?, ?, ?)",
+                    (conv_id, change.user_id, row.visible_from, row.left_seq),
+                )
         conn.execute(
             "INSERT OR REPLACE INTO members"
             " (conv_id, user_id, role, muted, visible_from, left_seq, read_seq)"

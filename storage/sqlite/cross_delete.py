@@ -1,9 +1,9 @@
 """O4: deleting conversations by id prefix, a bounded batch per transaction.
 
 Used by dissolution for an organisation's own conversations (``o:<org>:...``): entries go
-first (with their pending effects and idempotency keys), then members, then the
-conversation row, so a batch cut short anywhere leaves a conversation the next batch
-finds again by its row.
+first (with their pending effects and idempotency keys), then members (their earlier ranges
+first), then the conversation row, so a batch cut short anywhere leaves a conversation the
+next batch finds again by its row.
 """
 
 from __future__ import annotations
@@ -42,6 +42,16 @@ def delete_conversations(conn: sqlite3.Connection, id_prefix: str, limit: int) -
             conn.execute(f"DELETE FROM idempotency WHERE stream IN ({marks})", streams)
             conn.execute(f"DELETE FROM entries WHERE stream IN ({marks})", streams)
             deleted += len(streams)
+            continue
+        # The earlier ranges of rejoined members (M1) go with their membership rows.
+        ranges = conn.execute(
+            "DELETE FROM member_ranges WHERE conv_id = ? AND (user_id, visible_from) IN"
+            " (SELECT user_id, visible_from FROM member_ranges WHERE conv_id = ? LIMIT ?)",
+            (conv_id, conv_id, room),
+        ).rowcount
+        deleted += ranges
+        room -= ranges
+        if room <= 0:
             continue
         gone = conn.execute(
             "DELETE FROM members WHERE conv_id = ? AND user_id IN"

@@ -15,7 +15,14 @@ CONVERSATION_COLUMNS = (
     "c.conv_id, c.kind, c.title, c.owner_id, c.created_at, c.member_limit, c.mute_all,"
     " c.history_visible, c.last_seq, c.last_stream, c.member_count"
 )
-MEMBER_COLUMNS = "m.conv_id, m.user_id, m.role, m.muted, m.visible_from, m.left_seq, m.read_seq"
+#: The membership with its earlier ranges (``Member.earlier``), "first-last" pairs joined by
+#: commas: one probe of the member_ranges primary key, which finds nothing for all but the
+#: members who were added back to a group that hides its history.
+MEMBER_COLUMNS = (
+    "m.conv_id, m.user_id, m.role, m.muted, m.visible_from, m.left_seq, m.read_seq,"
+    " (SELECT group_concat(r.visible_from || '-' || r.left_seq) FROM member_ranges AS r"
+    " WHERE r.conv_id = m.conv_id AND r.user_id = m.user_id)"
+)
 ENTRY_COLUMNS = (
     "e.stream, e.conv_id, e.seq, e.ref_seq, e.kind, e.sender, e.ts, e.cmid, e.body, e.recalled_by"
 )
@@ -73,7 +80,7 @@ def conversation_of(row: Any) -> Conversation:
 
 
 def member_of(row: Any) -> Member:
-    conv_id, user_id, role, muted, visible_from, left_seq, read_seq = row
+    conv_id, user_id, role, muted, visible_from, left_seq, read_seq, earlier = row
     return Member(
         conv_id=conv_id,
         user_id=user_id,
@@ -82,7 +89,15 @@ def member_of(row: Any) -> Member:
         visible_from=visible_from,
         left_seq=left_seq,
         read_seq=read_seq,
+        earlier=() if earlier is None else _ranges(earlier),
     )
+
+
+def _ranges(joined: str) -> tuple[tuple[int, int], ...]:
+    """``member_ranges`` rows as ``group_concat`` joined them, ascending (the order of an
+    aggregate's input is not promised)."""
+    pairs = (pair.split("-") for pair in joined.split(","))
+    return tuple(sorted((int(first), int(last)) for first, last in pairs))
 
 
 def entry_of(row: Any) -> Entry:

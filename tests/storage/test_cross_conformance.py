@@ -500,6 +500,8 @@ async def test_readded_member_is_current_again_and_sees_from_the_new_join(
     member = await stores.cross.get_member(GROUP, 3)
     assert member is not None
     assert (member.left_seq, member.visible_from) == (None, 4)
+    # M1: the earlier membership's range is kept (tests/storage/test_rejoin_conformance.py).
+    assert member.earlier == ((1, 2),)
     assert readded.conversation.member_count == 3
     assert await stores.cross.member_ids(GROUP) == [1, 2, 3]
 
