@@ -47,7 +47,7 @@ from storage.orgs import (
     RequestKind,
     RequestStatus,
 )
-from storage.records import Conversation, Entry, Member, RoleName
+from storage.records import Conversation, Entry, Member, RoleName, User
 
 RECALL_WINDOW_MS: Final = 24 * 3600 * 1000
 
@@ -73,6 +73,14 @@ _RANK: Final[dict[RoleName, int]] = {"owner": 2, "admin": 1, "member": 0}
 
 def not_found() -> ProtocolError:
     return ProtocolError(ErrorCode.NOT_FOUND, "no such conversation")
+
+
+def exists(user: User | None) -> bool:
+    """A1: a deleted account is gone for everyone else. As the target of a contact request
+    or a block, a group, a new single chat, a live or organisation invitation or a report,
+    it is "no such user" (2006), as if it had never existed; its user row stays, marked
+    ``deleted``, only for the erasure job and so that its id is never given out again."""
+    return user is not None and not user.deleted
 
 
 # --- single chats and chat with oneself -------------------------------------------------------

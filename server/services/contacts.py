@@ -16,6 +16,7 @@ from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.events import ContactEvent
+from server import policy
 from server.connection import Connection
 from server.context import Context
 from server.services import enterprise
@@ -66,10 +67,12 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
         user = await personal.get_user_by_phone(req.phone)
         target = user.user_id if user else None
     elif req.user_id is not None:
-        target = req.user_id if await personal.get_user(req.user_id) else None
+        target = req.user_id if policy.exists(await personal.get_user(req.user_id)) else None
     else:
         assert req.qr_token is not None
         target = await personal.resolve_qr_token(token_hash=_qr_hash(req.qr_token), now=now)
+        if target is not None and not policy.exists(await personal.get_user(target)):
+            target = None  # A1: a QR code of an account deleted since
     if target is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     if target == caller:
@@ -162,7 +165,7 @@ async def block(ctx: Context, conn: Connection, req: rq.ContactsBlock) -> replie
     caller = _user(conn)
     if req.user == caller:
         raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot block yourself")
-    if await ctx.stores.personal.get_user(req.user) is None:
+    if not policy.exists(await ctx.stores.personal.get_user(req.user)):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     now = ctx.clock.now_ms()
     writes = [_write(caller, req.user, "blocked" if req.blocked else None, "", now)]

@@ -261,7 +261,7 @@ async def _check_placement(ctx: Context, conv_id: str, users: Sequence[int]) -> 
 async def _require_users(ctx: Context, user_ids: Sequence[int]) -> None:
     if not user_ids:
         return
-    found = {u.user_id for u in await ctx.stores.personal.get_users(user_ids)}
+    found = {u.user_id for u in await ctx.stores.personal.get_users(user_ids) if policy.exists(u)}
     missing = [u for u in user_ids if u not in found]
     if missing:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no such user: {missing[0]}")

@@ -156,7 +156,7 @@ async def invite(ctx: Context, conn: Connection, req: pl.LiveInvite) -> Done:
     await _require_host(ctx, conn, stream)
     users = sorted(set(req.users) - {stream.host})
     policy.may_invite_live(invited=len(stream.invited), adding=len(set(users) - stream.invited))
-    found = {u.user_id for u in await ctx.stores.personal.get_users(users)}
+    found = {u.user_id for u in await ctx.stores.personal.get_users(users) if policy.exists(u)}
     missing = [u for u in users if u not in found]
     if missing:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no such user: {missing[0]}")

@@ -110,7 +110,7 @@ async def _checked_entry(
         peer = policy.direct_peer(caller, req.conv)
         if conversation is None:
             peer_user = await ctx.stores.personal.get_user(peer)
-            policy.may_open_direct(peer_exists=peer_user is not None)
+            policy.may_open_direct(peer_exists=policy.exists(peer_user))
             policy.may_place(req.conv, await ctx.enterprise.accounts_of([caller, peer]))
             create = _new_direct(ctx, req.conv, caller, peer)
         else:
@@ -331,7 +331,7 @@ async def open_direct(ctx: Context, conn: Connection, req: rq.DirectOpen) -> rep
     conversation = await ctx.conversations(conv_id).get_conversation(conv_id)
     if conversation is None:
         peer = await ctx.stores.personal.get_user(req.peer)
-        policy.may_open_direct(peer_exists=peer is not None)
+        policy.may_open_direct(peer_exists=policy.exists(peer))
         new = _new_direct(ctx, conv_id, caller, req.peer)
         conversation = Conversation(
             conv_id=conv_id,

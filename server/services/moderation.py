@@ -48,7 +48,7 @@ async def report(ctx: Context, conn: Connection, req: Report) -> Reported:
     else:
         assert req.user is not None
         target = await ctx.stores.personal.get_user(req.user)
-        policy.may_report_user(reporter=caller, target=req.user, exists=target is not None)
+        policy.may_report_user(reporter=caller, target=req.user, exists=policy.exists(target))
         new = NewReport(
             reporter=caller, target_user=req.user, reason=req.reason, note=req.note, created_at=now
         )

@@ -107,7 +107,7 @@ async def invite(ctx: Context, conn: Connection, req: po.OrgInvite) -> po.JoinRe
     org = await _org(ctx, req.org)
     inviter = await ctx.stores.orgs.get_member(req.org, caller)
     kind, status = policy.invitation_kind(inviter)
-    if await ctx.stores.personal.get_user(req.user) is None:
+    if not policy.exists(await ctx.stores.personal.get_user(req.user)):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     await _not_a_member(ctx, req.org, req.user)
     pending = await _pending_request(ctx, req.org, req.user)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from client import RivetClient, RivetError
 from protocol import account as pa
+from protocol import moderation as pm
 from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
@@ -183,3 +185,46 @@ async def test_a1_m5_a_deleted_users_contacts_lose_them_live_and_on_sync(
             for e in replay.events
             if isinstance(e, ContactEvent) and e.user_id == w.uid("ann")
         ] == [(event.pstream, "none")]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a1_a_deleted_account_is_no_such_user_as_a_target(tmp_path: Path, store: str) -> None:
+    """A deleted account is gone for everyone else. Before, only ``get_user`` returning
+    nothing counted as "no such user", and a deleted user's row stays (marked): a contact
+    request recreated personal data for the erased user, a group took them back in, a new
+    single chat and its first message went to them, an organisation invited them."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("ann", "bob", "admin"):
+            await w.user(name)
+        org = await w.create_org("admin", "Acme")
+        ann = w.uid("ann")
+        await w.call("ann", pa.AccountDelete(rid=0))
+        personal = w.server.ctx.stores.personal
+        for _ in range(100):
+            if not await personal.pending_deletions():
+                break
+            await trio.sleep(0.02)
+        assert await personal.pending_deletions() == []
+        group = await w.call("bob", rq.GroupCreate(rid=0, cmid="g", title="t", members=[]))
+        refused: list[Any] = [
+            rq.ContactsAdd(rid=0, cmid="c", user_id=ann),
+            rq.ContactsBlock(rid=0, user=ann, blocked=True),
+            rq.GroupCreate(rid=0, cmid="g2", title="t", members=[ann]),
+            rq.GroupAdd(rid=0, conv=group.conv.conv, users=[ann]),
+            rq.DirectOpen(rid=0, peer=ann),
+            rq.MsgSend(
+                rid=0,
+                conv=direct_conversation_id(w.uid("bob"), ann),
+                cmid="m",
+                content=rq.Content(text="hello?"),
+            ),
+            pm.Report(rid=0, reason="spam", user=ann),
+        ]
+        for request in refused:
+            with pytest.raises(RivetError) as caught:
+                await w.call("bob", request)
+            assert caught.value.code == ErrorCode.NOT_FOUND, request
+        with pytest.raises(RivetError) as invited:
+            await w.call("admin", po.OrgInvite(rid=0, org=org, user=ann))
+        assert invited.value.code == ErrorCode.NOT_FOUND
+        assert await personal.list_contacts(w.uid("bob")) == []

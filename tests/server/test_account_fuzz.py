@@ -329,6 +329,10 @@ class Run:
             return None
         return self.conv(direct_conversation_id(who.uid, peer.uid), "direct")
 
+    def peers(self, conv: Conv, who: Account) -> set[int]:
+        """The other participant of a single chat (its id names both)."""
+        return {int(u) for u in conv.conv_id.split(":")[1:]} - {who.uid}
+
     def seeing(self, conv: Conv, seq: int) -> list[int]:
         """The current members who see ``seq`` (a recall's audience)."""
         return [uid for uid, row in conv.rows.items() if row.active and row.sees(seq)]
@@ -631,6 +635,13 @@ class Run:
             if row is None or not row.active:
                 self.expect_error(reply, {int(ErrorCode.NOT_FOUND)}, ("send", acct.uid))
                 return
+        elif conv.kind == "direct" and not conv.rows:
+            # A1: a new single chat with a deleted account is refused (no such user). One
+            # that exists already still takes messages (docs/delivery.md, known gap).
+            peer = next(a for a in self.accounts.values() if a.uid in self.peers(conv, acct))
+            if peer.deleted:
+                self.expect_error(reply, {int(ErrorCode.NOT_FOUND)}, ("send", acct.uid, peer))
+                return
         result = self.expect_ok(reply, ("send", acct.uid, conv.conv_id))
         if not conv.rows:
             # A single chat (or chat with oneself) exists from its first message on, with
@@ -858,11 +869,15 @@ class Run:
 
     async def op_group_add(self, slot: int) -> None:
         conn = await self.owner_conn()
-        target = self.slots[slot]
+        target = self.latest(slot)
         if conn is None or target is None:
             return
         group = self.convs[self.group]
         reply = await self.call(conn, rq.GroupAdd(rid=0, conv=self.group, users=[target.uid]))
+        if target.deleted:
+            # A1: a deleted account is no such user as a target.
+            self.expect_error(reply, {int(ErrorCode.NOT_FOUND)}, ("add a deleted", target))
+            return
         row = group.rows.get(target.uid)
         if row is not None and row.active:
             self.expect_error(reply, {int(ErrorCode.ALREADY_MEMBER)}, ("add", target))
