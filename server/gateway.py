@@ -103,7 +103,10 @@ class Gateway:
                         if await self._handshake(conn) and self._within_user_limit(conn):
                             first = self.ctx.hub.attach(conn)
                             if await session.revoked_while_attaching(self.ctx, conn):
-                                pass  # closed: the loop below does not start
+                                # Closed: the loop below does not start. Never announced
+                                # online, so detached now: leaving must not announce it
+                                # offline (the second detach finds nothing).
+                                self.ctx.hub.detach(conn)
                             elif first:
                                 await presence.announce(self.ctx, conn.user_id or 0, online=True)
                             # ``_read_frame``, written out (see above) for the connection's

@@ -65,11 +65,13 @@ async def revoked_while_attaching(ctx: Context, conn: Connection) -> bool:
     after the attach, sees any change whose ``Disconnect`` the connection did not get."""
     assert conn.user_id is not None
     user = await ctx.stores.personal.get_user(conn.user_id)
+    # Without flush: events published to the user since the attach must not reach a
+    # session that was revoked (the close code says why).
     if user is None or user.deleted or user.token_generation != conn.token_generation:
-        conn.close_soon(CloseCode.SESSION_REVOKED, "session revoked")
+        conn.close_soon(CloseCode.SESSION_REVOKED, "session revoked", flush=False)
         return True
     if user.suspended:
-        conn.close_soon(CloseCode.ACCOUNT_SUSPENDED, "account suspended")
+        conn.close_soon(CloseCode.ACCOUNT_SUSPENDED, "account suspended", flush=False)
         return True
     return False
 

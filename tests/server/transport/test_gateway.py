@@ -37,6 +37,10 @@ Stub = Callable[[Connection, bytes], Awaitable[None]]
 async def running(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningServer]:
     config = Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data", store="memory")
     server: RunningServer = await nursery.start(partial(serve, config, notifier=MemoryNotifier()))
+    # The user ``_authenticate`` binds connections to: the gateway reads it again once a
+    # connection is attached (a session revoked meanwhile is closed).
+    user = await server.ctx.stores.personal.create_user(phone="+1555", display_name="", now=0)
+    assert user.user_id == 1
     yield server
     server.shutdown()
 
@@ -47,7 +51,7 @@ def _stub(running: RunningServer, handle: Stub) -> None:
 
 async def _authenticate(conn: Connection, frame: bytes) -> bool:
     if frame == b"auth":
-        conn.user_id, conn.device_id = 1, 1
+        conn.user_id, conn.device_id, conn.token_generation = 1, 1, 0
         conn.reply_nowait(b"authed")
         return True
     return False
