@@ -93,23 +93,20 @@ class AccountEraser:
             log.info("account erased", extra={"user_id": user_id})
 
     async def _tell_contacts(self, user_id: int) -> None:
-        """A1 with M5: the user's contacts lose them through their personal stream (an
-        ``ev.contact`` with state ``none`` each, which ``sync`` replays), as a removal
-        would; erasing the rows alone left every peer's devices showing the contact for
-        good while ``contacts.list`` no longer did. Idempotent: a peer whose row is gone is
-        skipped, so a resumed job writes nothing twice."""
+        """A1 with M5: everyone who holds a row about the user (a contact, a request, a
+        block) loses it through their personal stream (an ``ev.contact`` with state
+        ``none`` each, which ``sync`` replays), as a removal would; erasing the rows alone
+        left their devices showing the contact for good while ``contacts.list`` no longer
+        did. Idempotent: a resumed job finds the rows already gone and writes nothing."""
         personal = self._stores.personal
         now = self._clock.now_ms()
         writes = []
-        for row in await personal.list_contacts(user_id):
-            theirs = await personal.get_contact(row.peer, user_id)
-            if theirs is None or theirs.state is None:
-                continue
+        for row in await personal.contacts_naming(user_id):
             event = ContactEvent(pstream=0, user_id=user_id, state="none", note="")
             writes.append(
                 ContactWrite(
                     row=ContactRow(
-                        owner=row.peer, peer=user_id, state=None, note="", updated_at=now
+                        owner=row.owner, peer=user_id, state=None, note="", updated_at=now
                     ),
                     event_body=_encoder.encode(event),
                 )

@@ -131,6 +131,10 @@ class PersonalStore(Protocol):
     async def list_contacts(self, owner: int) -> list[ContactRow]:
         """``owner``'s contact rows in ascending peer order."""
 
+    async def contacts_naming(self, peer: int) -> list[ContactRow]:
+        """Every other user's row about ``peer`` (``row.peer == peer``), in ascending owner
+        order: whom to tell when ``peer``'s account is erased (A1), blocks included."""
+
     async def accepted_contacts(self, owner: int) -> list[int]:
         """The peers of ``owner``'s contacts in state ``accepted``, ascending (presence's
         audience needs only these, not the rows)."""

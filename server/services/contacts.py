@@ -165,7 +165,10 @@ async def block(ctx: Context, conn: Connection, req: rq.ContactsBlock) -> replie
     caller = _user(conn)
     if req.user == caller:
         raise ProtocolError(ErrorCode.INVALID_STATE, "you cannot block yourself")
-    if not policy.exists(await ctx.stores.personal.get_user(req.user)):
+    user = await ctx.stores.personal.get_user(req.user)
+    # A1: a deleted account cannot be blocked (no such user), but a block of one can still
+    # be lifted: the row is the caller's own.
+    if user is None or (req.blocked and not policy.exists(user)):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     now = ctx.clock.now_ms()
     writes = [_write(caller, req.user, "blocked" if req.blocked else None, "", now)]

@@ -213,6 +213,10 @@ class MemoryPersonalStore:
         rows = [row for (o, _), row in self._contacts.items() if o == owner]
         return sorted(rows, key=lambda row: row.peer)
 
+    async def contacts_naming(self, peer: int) -> list[ContactRow]:
+        rows = [row for (_, p), row in self._contacts.items() if p == peer]
+        return sorted(rows, key=lambda row: row.owner)
+
     async def accepted_contacts(self, owner: int) -> list[int]:
         return [row.peer for row in await self.list_contacts(owner) if row.state == "accepted"]
 

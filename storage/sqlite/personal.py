@@ -316,6 +316,13 @@ class SqlitePersonalStore:
 
         return await self._readers.run("list_contacts", list_contacts)
 
+    async def contacts_naming(self, peer: int) -> list[ContactRow]:
+        def contacts_naming(conn: sqlite3.Connection) -> list[ContactRow]:
+            rows = conn.execute(f"{_CONTACT} WHERE peer = ? ORDER BY owner", (peer,))
+            return [_contact(row) for row in rows]
+
+        return await self._readers.run("contacts_naming", contacts_naming)
+
     async def accepted_contacts(self, owner: int) -> list[int]:
         def accepted_contacts(conn: sqlite3.Connection) -> list[int]:
             # The peers alone, from the (owner, peer) primary key: no rows to build.

@@ -378,6 +378,21 @@ async def test_list_contacts_returns_the_owners_rows_in_ascending_peer_order(
     assert {r.owner for r in rows} == {1}
 
 
+async def test_a1_contacts_naming_are_the_other_users_rows_about_a_peer_by_owner(
+    stores: Stores,
+) -> None:
+    await stores.personal.write_contacts(
+        [contact(3, 1, "blocked"), contact(1, 2, "accepted"), contact(2, 1, "accepted")],
+        now=NOW,
+    )
+    await stores.personal.write_contacts([contact(4, 2, "pending")], now=NOW)
+
+    rows = await stores.personal.contacts_naming(1)
+
+    assert [(r.owner, r.peer, r.state) for r in rows] == [(2, 1, "accepted"), (3, 1, "blocked")]
+    assert await stores.personal.contacts_naming(9) == []
+
+
 async def test_accepted_contacts_are_the_peers_in_state_accepted_ascending(
     stores: Stores,
 ) -> None:
