@@ -4,6 +4,7 @@ P5)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from server.org_feed import OrgFeeds
@@ -52,6 +53,9 @@ async def end_other_memberships(
                 extra={"user_id": user_id, "org_id": membership.org_id},
             )
             continue
-        await end_membership(stores, membership.org_id, user_id, now=now)
+        # The membership may have ended since ``orgs_of`` (the user left, an admin removed
+        # them): then there is nothing left to end, and the round goes on.
+        with contextlib.suppress(KeyError):
+            await end_membership(stores, membership.org_id, user_id, now=now)
         org_feeds.drop_user(membership.org_id, user_id)
     org_index.invalidate(user_id)

@@ -160,6 +160,9 @@ async def review(ctx: Context, conn: Connection, req: po.OrgReview) -> po.JoinRe
     request = policy.may_review(
         reviewer, await ctx.stores.orgs.get_request(req.org, req.request_id)
     )
+    if req.approve and not policy.exists(await ctx.stores.personal.get_user(request.user_id)):
+        # A1: the applicant deleted their account since (allowed: not a member yet).
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     if req.approve and request.kind == "apply":
         # O1: approving an application is the moment the applicant joins, so a control set
         # since they applied (no_join_orgs) refuses it, as ``answer`` does for invitations
