@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -159,10 +160,12 @@ async def test_a1_m5_a_deleted_users_contacts_lose_them_live_and_on_sync(
     (the same entry in their personal stream). Before, the rows went silently: a peer's
     devices showed the contact for good, though ``contacts.list`` no longer did."""
     async with open_world(tmp_path, store) as w:
-        for name in ("ann", "bob"):
+        for name in ("ann", "bob", "cy"):
             await w.user(name)
         await w.call("ann", rq.ContactsAdd(rid=0, cmid="friends", user_id=w.uid("bob")))
         await w.call("bob", rq.ContactsRespond(rid=0, user=w.uid("ann"), accept=True))
+        # A block is one-sided: only cy's row names ann (found in review).
+        await w.call("cy", rq.ContactsBlock(rid=0, user=w.uid("ann"), blocked=True))
         async with RivetClient.connect(w.url, w.users["bob"]) as bob:
             await bob.catch_up()
         before = w.users["bob"].sync_token
@@ -185,6 +188,13 @@ async def test_a1_m5_a_deleted_users_contacts_lose_them_live_and_on_sync(
             for e in replay.events
             if isinstance(e, ContactEvent) and e.user_id == w.uid("ann")
         ] == [(event.pstream, "none")]
+        personal = w.server.ctx.stores.personal
+        assert await personal.contacts_naming(w.uid("ann")) == []
+        cy_stream = await personal.personal_changes(w.uid("cy"), after=0, limit=100)
+        last = msgspec.msgpack.decode(cy_stream[-1].body)
+        assert (last["user_id"], last["state"]) == (w.uid("ann"), "none")
+        # Lifting a block of a deleted account stays possible (the row is cy's own).
+        await w.call("cy", rq.ContactsBlock(rid=0, user=w.uid("ann"), blocked=False))
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
@@ -228,3 +238,25 @@ async def test_a1_a_deleted_account_is_no_such_user_as_a_target(tmp_path: Path, 
             await w.call("admin", po.OrgInvite(rid=0, org=org, user=ann))
         assert invited.value.code == ErrorCode.NOT_FOUND
         assert await personal.list_contacts(w.uid("bob")) == []
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a1_an_application_of_an_account_deleted_since_is_not_approved(
+    tmp_path: Path, store: str
+) -> None:
+    """An applicant is not a member yet, so may delete their account; an admin's approval
+    afterwards made the deleted user a member for good (found in review). Now it is "no
+    such user" (2006), and the organisation's members stay as they were."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("ann", "admin"):
+            await w.user(name)
+        org = await w.create_org("admin", "Acme")
+        applied = await w.call("ann", po.OrgApply(rid=0, org=org))
+        await w.call("ann", pa.AccountDelete(rid=0))
+        with pytest.raises(RivetError) as caught:
+            await w.call(
+                "admin",
+                po.OrgReview(rid=0, org=org, request_id=applied.request.request_id, approve=True),
+            )
+        assert caught.value.code == ErrorCode.NOT_FOUND
+        assert await w.server.ctx.stores.orgs.get_member(org, w.uid("ann")) is None
