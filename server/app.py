@@ -48,6 +48,7 @@ from server.push import PushQueue
 from server.ratelimit import KeyedLimiter
 from server.receipts import ReceiptCoalescer
 from server.router import Router
+from server.services import groups as groups_service
 from server.services import live as live_service
 from server.services.render import entry_event
 from server.tls import server_context
@@ -130,15 +131,20 @@ def build_context(
             stores, org_index, org_feeds, user_id, ending_org=dissolved_org, now=clock.now_ms()
         )
 
+    async def leave_group(conv_id: str, user_id: int) -> None:
+        # ``ctx`` is the context returned below: the erasure job runs only once it exists.
+        await groups_service.depart(ctx, conv_id, user_id)
+
     eraser = AccountEraser(
         stores,
         clock,
         publish_recall=publish_recall,
         disconnect=disconnect,
         publish=partial(publish_event, bus),
+        leave_group=leave_group,
     )
 
-    return Context(
+    ctx = Context(
         config=config,
         clock=clock,
         stores=stores,
@@ -188,6 +194,7 @@ def build_context(
             dings={"cross": stores.ding, "org": stores.org_ding},
         ),
     )
+    return ctx
 
 
 async def serve(

@@ -136,6 +136,25 @@ async def leave(ctx: Context, conn: Connection, req: rq.GroupLeave) -> replies.C
     )
 
 
+async def depart(ctx: Context, conv_id: str, user_id: int) -> None:
+    """A1: an erased account leaves the group, as a member who leaves (a ``left`` entry the
+    members see). An owner stays: ``account.delete`` refuses an owner with others, and a
+    group whose owner was a dissolved organisation's enterprise account (O4) keeps it, since
+    choosing a successor is not the erasure's to do. Nothing if no longer a member."""
+    member = await ctx.conversations(conv_id).get_member(conv_id, user_id)
+    if member is None or not member.active or member.role == "owner":
+        return
+    info = SystemInfo(action="left", actor=user_id, users=[user_id])
+    await _append(
+        ctx,
+        conv_id,
+        user_id,
+        info,
+        member_changes=(MemberChange(user_id=user_id, op="remove"),),
+        departed=(user_id,),
+    )
+
+
 async def rename(ctx: Context, conn: Connection, req: rq.GroupRename) -> replies.Changed:
     caller = _user(conn)
     await _manage(ctx, "rename", req.conv, caller)

@@ -16,7 +16,7 @@ from protocol import moderation as pm
 from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
-from protocol.events import ContactEvent, RecallEvent
+from protocol.events import ContactEvent, MessageEvent, RecallEvent
 from protocol.ids import direct_conversation_id
 from tests.e2e.orgs_world import open_world, texts
 from tests.e2e.processes import RIVET, create_users
@@ -260,3 +260,32 @@ async def test_a1_an_application_of_an_account_deleted_since_is_not_approved(
             )
         assert caught.value.code == ErrorCode.NOT_FOUND
         assert await w.server.ctx.stores.orgs.get_member(org, w.uid("ann")) is None
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a1_an_erased_account_leaves_its_groups(tmp_path: Path, store: str) -> None:
+    """Before, a deleted member stayed in their groups for good: listed by
+    ``group.members``, counted in the group's size and capacity, and in every read
+    receipt's "unread". The erasure now makes them leave, with the ``left`` entry the
+    members see, as if they had left themselves."""
+    async with open_world(tmp_path, store) as w:
+        for name in ("ann", "bob", "cy"):
+            await w.user(name)
+        ann = w.uid("ann")
+        created = await w.call(
+            "bob", rq.GroupCreate(rid=0, cmid="g", title="t", members=[ann, w.uid("cy")])
+        )
+        conv = created.conv.conv
+        async with RivetClient.connect(w.url, w.users["cy"]) as cy:
+            await w.call("ann", pa.AccountDelete(rid=0))
+            with trio.fail_after(5):
+                while True:
+                    event = await cy.next_event()
+                    if isinstance(event, MessageEvent) and event.system is not None:
+                        break
+            assert event.conv == conv
+            assert (event.system.action, event.system.users) == ("left", [ann])
+        members = await w.call("bob", rq.GroupMembers(rid=0, conv=conv))
+        assert ann not in [m.user_id for m in members.members]
+        found = await w.server.ctx.stores.cross.get_conversation(conv)
+        assert found is not None and found.member_count == 2

@@ -760,6 +760,12 @@ class Run:
                     if msg.sender is acct and not msg.recalled:
                         self.recall_model(msg, acct.uid)
                         self.push_recall(msg, acct.uid)
+                # A1: then they leave the group (a ``left`` entry), unless they own it.
+                group = self.convs[self.group]
+                row = group.rows.get(acct.uid)
+                if row is not None and row.active and row.role != "owner":
+                    group.last_seq += 1
+                    row.spans[-1] = (row.spans[-1][0], group.last_seq)
 
     async def op_mod(self, action: str, k: int) -> None:
         """C1: a moderator withdraws a message (``rivet moderate hide|remove``); the watcher
