@@ -36,8 +36,9 @@ CHUNK = 500
 PublishRecall = Callable[[Entry], Awaitable[None]]
 #: Close every live connection of a user (in this process), with a close code and reason.
 Disconnect = Callable[[int, int, str], None]
-#: The erased user leaves this group, as a member who leaves (``services.groups.depart``).
-LeaveGroup = Callable[[str, int], Awaitable[None]]
+#: The erased user leaves this group or single chat, as a member who leaves
+#: (``services.groups.depart``).
+LeaveConversation = Callable[[str, int], Awaitable[None]]
 #: Push an event to these users' connected devices (``server.context.publish_event``).
 Publish = Callable[[list[int], msgspec.Struct], None]
 
@@ -54,14 +55,14 @@ class AccountEraser:
         publish_recall: PublishRecall,
         disconnect: Disconnect | None = None,
         publish: Publish | None = None,
-        leave_group: LeaveGroup | None = None,
+        leave_conversation: LeaveConversation | None = None,
     ) -> None:
         self._stores = stores
         self._clock = clock
         self._publish_recall = publish_recall
         self._disconnect = disconnect
         self._publish = publish
-        self._leave_group = leave_group
+        self._leave_conversation = leave_conversation
         self.kick = Nudge()
         self.erased = 0
 
@@ -92,22 +93,23 @@ class AccountEraser:
                 ):
                     for recall in recalls:
                         await self._publish_recall(recall)
-                await self._leave_groups(conversations, user_id)
+                await self._leave_conversations(conversations, user_id)
             await self._stores.consent.erase_user(user_id)
             await self._tell_contacts(user_id)
             await self._stores.personal.erase_personal_data(user_id)
             self.erased += 1
             log.info("account erased", extra={"user_id": user_id})
 
-    async def _leave_groups(self, conversations: CrossDomainStore, user_id: int) -> None:
-        """A1: the erased user leaves every group they are still in, so that the group no
-        longer counts them (its size, its capacity, the "unread" of read receipts) nor
-        lists them. Idempotent: a resumed job finds those memberships ended."""
-        if self._leave_group is None:
+    async def _leave_conversations(self, conversations: CrossDomainStore, user_id: int) -> None:
+        """A1: the erased user leaves every group and single chat they are still in, so
+        that a group no longer counts them (its size, its capacity, the "unread" of read
+        receipts) nor lists them, and a single chat with them takes no more messages.
+        Idempotent: a resumed job finds those memberships ended."""
+        if self._leave_conversation is None:
             return
         for member in await conversations.memberships(user_id):
-            if member.active and conversation_kind(member.conv_id) == "group":
-                await self._leave_group(member.conv_id, user_id)
+            if member.active and conversation_kind(member.conv_id) in ("group", "direct"):
+                await self._leave_conversation(member.conv_id, user_id)
 
     async def _tell_contacts(self, user_id: int) -> None:
         """A1 with M5: everyone who holds a row about the user (a contact, a request, a

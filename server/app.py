@@ -131,7 +131,7 @@ def build_context(
             stores, org_index, org_feeds, user_id, ending_org=dissolved_org, now=clock.now_ms()
         )
 
-    async def leave_group(conv_id: str, user_id: int) -> None:
+    async def leave_conversation(conv_id: str, user_id: int) -> None:
         # ``ctx`` is the context returned below: the erasure job runs only once it exists.
         await groups_service.depart(ctx, conv_id, user_id)
 
@@ -141,7 +141,7 @@ def build_context(
         publish_recall=publish_recall,
         disconnect=disconnect,
         publish=partial(publish_event, bus),
-        leave_group=leave_group,
+        leave_conversation=leave_conversation,
     )
 
     ctx = Context(

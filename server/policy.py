@@ -189,6 +189,10 @@ def may_send(
         return
     if conversation is not None:
         may_write(member)
+        if conversation.kind == "direct" and conversation.member_count < 2:
+            # A1: the peer's account was erased, and the erasure made it leave the chat:
+            # no such user, as for a new chat with it (the chat's history stays readable).
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     if blocked_by_peer:
         raise ProtocolError(ErrorCode.BLOCKED, "the recipient does not accept your messages")
 

@@ -137,10 +137,12 @@ async def leave(ctx: Context, conn: Connection, req: rq.GroupLeave) -> replies.C
 
 
 async def depart(ctx: Context, conv_id: str, user_id: int) -> None:
-    """A1: an erased account leaves the group, as a member who leaves (a ``left`` entry the
-    members see). An owner stays: ``account.delete`` refuses an owner with others, and a
-    group whose owner was a dissolved organisation's enterprise account (O4) keeps it, since
-    choosing a successor is not the erasure's to do. Nothing if no longer a member."""
+    """A1: an erased account leaves a group or a single chat, as a member who leaves (a
+    ``left`` entry the others see; a single chat then takes no more messages,
+    ``policy.may_send``). A group's owner stays: ``account.delete`` refuses an owner with
+    others, and a group whose owner was a dissolved organisation's enterprise account (O4)
+    keeps it, since choosing a successor is not the erasure's to do. Nothing if no longer
+    a member."""
     member = await ctx.conversations(conv_id).get_member(conv_id, user_id)
     if member is None or not member.active or member.role == "owner":
         return

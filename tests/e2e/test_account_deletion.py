@@ -263,11 +263,12 @@ async def test_a1_an_application_of_an_account_deleted_since_is_not_approved(
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-async def test_a1_an_erased_account_leaves_its_groups(tmp_path: Path, store: str) -> None:
+async def test_a1_an_erased_account_leaves_its_groups_and_chats(tmp_path: Path, store: str) -> None:
     """Before, a deleted member stayed in their groups for good: listed by
     ``group.members``, counted in the group's size and capacity, and in every read
-    receipt's "unread". The erasure now makes them leave, with the ``left`` entry the
-    members see, as if they had left themselves."""
+    receipt's "unread"; and a single chat with them went on taking messages nobody would
+    read. The erasure now makes them leave both, with the ``left`` entry the others see,
+    as if they had left themselves; the chat then refuses messages (no such user)."""
     async with open_world(tmp_path, store) as w:
         for name in ("ann", "bob", "cy"):
             await w.user(name)
@@ -276,6 +277,8 @@ async def test_a1_an_erased_account_leaves_its_groups(tmp_path: Path, store: str
             "bob", rq.GroupCreate(rid=0, cmid="g", title="t", members=[ann, w.uid("cy")])
         )
         conv = created.conv.conv
+        chat = direct_conversation_id(w.uid("bob"), ann)
+        await w.say("bob", chat, "are you there?")
         async with RivetClient.connect(w.url, w.users["cy"]) as cy:
             await w.call("ann", pa.AccountDelete(rid=0))
             with trio.fail_after(5):
@@ -289,3 +292,13 @@ async def test_a1_an_erased_account_leaves_its_groups(tmp_path: Path, store: str
         assert ann not in [m.user_id for m in members.members]
         found = await w.server.ctx.stores.cross.get_conversation(conv)
         assert found is not None and found.member_count == 2
+        for _ in range(100):  # the chat is left in the same job, after the group or before
+            single = await w.server.ctx.stores.cross.get_conversation(chat)
+            if single is not None and single.member_count == 1:
+                break
+            await trio.sleep(0.02)
+        with pytest.raises(RivetError) as refused:
+            await w.say("bob", chat, "hello?")
+        assert refused.value.code == ErrorCode.NOT_FOUND
+        history = await w.call("bob", rq.MsgHistory(rid=0, conv=chat))
+        assert [m.content.text for m in history.messages if m.content] == ["are you there?"]

@@ -635,11 +635,12 @@ class Run:
             if row is None or not row.active:
                 self.expect_error(reply, {int(ErrorCode.NOT_FOUND)}, ("send", acct.uid))
                 return
-        elif conv.kind == "direct" and not conv.rows:
-            # A1: a new single chat with a deleted account is refused (no such user). One
-            # that exists already still takes messages (docs/delivery.md, known gap).
+        elif conv.kind == "direct":
+            # A1: a new single chat with a deleted account is refused (no such user), and so
+            # is one the erased account has left; before the erasure it still takes them.
             peer = next(a for a in self.accounts.values() if a.uid in self.peers(conv, acct))
-            if peer.deleted:
+            gone = not conv.rows[peer.uid].active if conv.rows else peer.deleted
+            if gone:
                 self.expect_error(reply, {int(ErrorCode.NOT_FOUND)}, ("send", acct.uid, peer))
                 return
         result = self.expect_ok(reply, ("send", acct.uid, conv.conv_id))
@@ -760,12 +761,16 @@ class Run:
                     if msg.sender is acct and not msg.recalled:
                         self.recall_model(msg, acct.uid)
                         self.push_recall(msg, acct.uid)
-                # A1: then they leave the group (a ``left`` entry), unless they own it.
-                group = self.convs[self.group]
-                row = group.rows.get(acct.uid)
-                if row is not None and row.active and row.role != "owner":
-                    group.last_seq += 1
-                    row.spans[-1] = (row.spans[-1][0], group.last_seq)
+                # A1: then they leave the group and their single chats (a ``left`` entry
+                # each), unless they own the group.
+                for conv in self.convs.values():
+                    row = conv.rows.get(acct.uid)
+                    if conv.kind not in ("group", "direct") or row is None or not row.active:
+                        continue
+                    if conv.kind == "group" and row.role == "owner":
+                        continue
+                    conv.last_seq += 1
+                    row.spans[-1] = (row.spans[-1][0], conv.last_seq)
 
     async def op_mod(self, action: str, k: int) -> None:
         """C1: a moderator withdraws a message (``rivet moderate hide|remove``); the watcher
@@ -1241,5 +1246,11 @@ async def _run(ops: list[tuple[Any, ...]]) -> None:
 # ``contacts.list`` no longer listed them. Fixed: the erasure job writes each peer an
 # ``ev.contact`` "none" first (``AccountEraser._tell_contacts``).
 @example(ops=[("befriend", 0, 1), ("delete", 1), ("check",)])
+# A1 (review): an erased account stayed a member of its group and of its single chats for
+# good, and a single chat with it still took messages. The erasure now makes it leave both
+# (``services.groups.depart``), and a send to that chat is "no such user".
+@example(
+    ops=[("send", 0, 1), ("send", 1, 2), ("delete", 1), ("erase",), ("send", 0, 1), ("check",)]
+)
 def test_accounts_sessions_and_moderation_match_the_model(ops: list[tuple[Any, ...]]) -> None:
     trio.run(_run, ops)
