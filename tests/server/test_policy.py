@@ -73,6 +73,16 @@ def test_m5_blocked_single_chat() -> None:
     )
 
 
+def test_a1_a_single_chat_an_erased_account_left_takes_no_messages() -> None:
+    chat = msgspec.structs.replace(GROUP, conv_id="d:1:2", kind="direct", member_count=2)
+    policy.may_send(conversation=chat, member=member(1), blocked_by_peer=False)
+    left = msgspec.structs.replace(chat, member_count=1)
+    assert (
+        code_of(lambda: policy.may_send(conversation=left, member=member(1), blocked_by_peer=False))
+        == ErrorCode.NOT_FOUND
+    )
+
+
 def test_m4_recall_window_and_admins() -> None:
     entry = Entry(stream=9, conv_id="g:1", seq=4, kind="message", sender=2, ts=0)
     policy.may_recall(caller=2, member=member(2), entry=entry, now=policy.RECALL_WINDOW_MS)
