@@ -55,13 +55,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from unittest import mock
 
 import hypothesis.strategies as st
 import msgspec
 import pytest
 import trio
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, example, given, settings
 
 from protocol import codec
@@ -71,7 +69,6 @@ from protocol import orgs as po
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from server import encryption
-from server.auth import passwords
 from server.clock import ManualClock
 from server.config import Config
 from server.connection import Connection
@@ -85,6 +82,7 @@ from storage.ding_records import DingDomain, OutboxItem
 from storage.memory import open_memory_stores
 from storage.sqlite import open_sqlite_stores
 from storage.stores import Stores
+from tests.server.cheap_passwords import cheap_passwords
 from tests.server.routers import build_router, connect, frames, login
 
 #: The examples to run, and the stores to run them on (``memory`` or ``sqlite``).
@@ -200,8 +198,6 @@ OP_KINDS: dict[str, tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = {
 OPS_STRATEGY = st.sampled_from(
     [kind for kind, (weight, _) in OP_KINDS.items() for _ in range(weight)]
 ).flatmap(lambda kind: OP_KINDS[kind][1])
-
-_cheap_hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def period(now: int) -> str:
@@ -1240,21 +1236,8 @@ async def _run(ops: list[tuple[Any, ...]], store: str) -> None:
         await run.finish()
 
 
-def _cheap(password: str) -> str:
-    return passwords.hash_password(password, hasher=_cheap_hasher)
-
-
-def _cheap_verify(stored: str, password: str) -> bool:
-    return passwords.verify_password(stored, password, hasher=_cheap_hasher)
-
-
 def run_ops(ops: list[tuple[Any, ...]], store: str = STORE) -> None:
-    # Enterprise logins hash passwords with Argon2's full cost; a cheap hasher keeps each
-    # example fast (passwords are not what this test is about).
-    with (
-        mock.patch("server.services.enterprise.hash_password", _cheap),
-        mock.patch("server.services.enterprise.verify_password", _cheap_verify),
-    ):
+    with cheap_passwords():
         trio.run(_run, ops, store)
 
 

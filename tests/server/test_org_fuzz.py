@@ -57,13 +57,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from unittest import mock
 
 import hypothesis.strategies as st
 import msgspec
 import pytest
 import trio
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, example, given, settings
 
 from protocol import codec
@@ -73,7 +71,6 @@ from protocol import requests as rq
 from protocol.errors import CloseCode, ErrorCode
 from protocol.ids import direct_conversation_id, org_conversation_prefix, org_direct_conversation_id
 from server import encryption
-from server.auth import passwords
 from server.clock import ManualClock
 from server.config import Config
 from server.connection import Connection
@@ -82,6 +79,7 @@ from storage.enterprise import EnterpriseAccount
 from storage.memory import open_memory_stores
 from storage.sqlite import open_sqlite_stores
 from storage.stores import Stores
+from tests.server.cheap_passwords import cheap_passwords
 from tests.server.routers import build_router, connect, frames, login
 
 EXAMPLES = int(os.environ.get("RIVET_ORG_FUZZ_EXAMPLES", "60"))
@@ -1314,24 +1312,8 @@ async def _run(ops: list[tuple[Any, ...]], store: str) -> None:
         await run.check()
 
 
-_cheap_hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-def _cheap(password: str) -> str:
-    return passwords.hash_password(password, hasher=_cheap_hasher)
-
-
-def _cheap_verify(stored: str, password: str) -> bool:
-    return passwords.verify_password(stored, password, hasher=_cheap_hasher)
-
-
 def run_ops(ops: list[tuple[Any, ...]], store: str = STORE) -> None:
-    # Argon2 at full cost for every enterprise login would make each example slow;
-    # passwords are not what this test is about.
-    with (
-        mock.patch("server.services.enterprise.hash_password", _cheap),
-        mock.patch("server.services.enterprise.verify_password", _cheap_verify),
-    ):
+    with cheap_passwords():
         trio.run(_run, ops, store)
 
 
