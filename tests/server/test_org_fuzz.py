@@ -56,7 +56,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import hypothesis.strategies as st
 import msgspec
@@ -95,15 +95,8 @@ X, Y = 0, 1
 MAX_ORGS = 4
 TOKEN_MS = 10 * 60 * 1000
 NAMES = ("X", "Y", "Z")
-CONTROLS = (
-    "no_messages",
-    "no_files",
-    "no_contacts",
-    "no_join_orgs",
-    "no_login",
-    "frozen",
-    "no_external_chat",
-)
+#: O1's controls, less the two only e2e tests cover (``no_ding``, ``no_live``).
+CONTROLS = tuple(c for c in get_args(pe.ControlName) if c not in ("no_ding", "no_live"))
 PERMISSIONS = ("members", "audit", "export", "moderate", "admins")
 FILE = rq.FileRef(ref="f1", name="a.pdf", mime="application/pdf", size=1)
 
