@@ -22,16 +22,38 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 async def audience(ctx: Context, user_id: int) -> set[int]:
-    # Read at every connect and leave: the narrow reads (peer ids, conversation ids from an
-    # index), not the contact and membership rows.
+    contacts, peers, _ = await _relations(ctx, user_id)
+    return policy.presence_audience(contacts=contacts, direct_peers=peers)
+
+
+async def _relations(ctx: Context, user_id: int) -> tuple[list[int], list[int], list[str]]:
+    """The user's accepted contacts, single-chat peers and group ids (past ones included).
+    Read at every connect and leave: the narrow reads (peer ids, conversation ids from an
+    index), not the contact and membership rows."""
     contacts = await ctx.stores.personal.accepted_contacts(user_id)
     peers = []
+    groups = []
     for store in ctx.stores.conversation_stores():
         for conv_id in await store.membership_ids(user_id):
-            if conversation_kind(conv_id) == "direct":
+            kind = conversation_kind(conv_id)
+            if kind == "direct":
                 low, high = direct_participants(conv_id)
                 peers.append(high if low == user_id else low)
-    return policy.presence_audience(contacts=contacts, direct_peers=peers)
+            elif kind == "group":
+                groups.append(conv_id)
+    return contacts, peers, groups
+
+
+async def _group_peers(ctx: Context, user_id: int, groups: list[str]) -> set[int]:
+    """Everyone who is a current member of a group ``user_id`` is a current member of: the
+    only people a subscription may show them to (a watcher or the watched may have left
+    the group since ``presence.subscribe``)."""
+    out: set[int] = set()
+    for conv_id in groups:
+        members = await ctx.members.member_ids(conv_id)
+        if user_id in members:
+            out.update(members)
+    return out
 
 
 async def announce(ctx: Context, user_id: int, *, online: bool) -> None:
@@ -41,13 +63,18 @@ async def announce(ctx: Context, user_id: int, *, online: bool) -> None:
     ready first: one that no longer matches the user's state by the time it is ready is
     dropped (the later one tells the truth), so watchers never end on a stale state."""
     event = PresenceEvent(user=user_id, online=online)
-    users = await audience(ctx, user_id)
+    contacts, peers, groups = await _relations(ctx, user_id)
+    users = policy.presence_audience(contacts=contacts, direct_peers=peers)
+    # Group members are read only when someone watches: most users have no watcher.
+    shown = await _group_peers(ctx, user_id, groups) if ctx.hub.watchers_of(user_id) else set()
     if ctx.hub.is_online(user_id) != online:
         return
     ctx.publish(users, event)
     frame = _encoder.encode(event)
     for watcher in ctx.hub.watchers_of(user_id):
-        watcher.send_nowait(frame)
+        # Never a stranger: a subscription shows a member only while both are in a group.
+        if watcher.user_id in shown:
+            watcher.send_nowait(frame)
 
 
 async def subscribe(ctx: Context, conn: Connection, req: rq.PresenceSubscribe) -> replies.Done:
@@ -81,6 +108,15 @@ async def typing(ctx: Context, conn: Connection, req: rq.Typing) -> replies.Done
                 watcher.send_nowait(frame)
     else:
         peer = policy.direct_peer(user, req.conv)
-        if peer != user:
+        # Before the first message too (the chat exists from it on, and anyone may send
+        # it), but never to a peer who blocked the typist.
+        if peer != user and not await _blocked_by(ctx, peer, user):
             ctx.publish([peer], TypingEvent(conv=req.conv, user=user))
     return replies.Done()
+
+
+async def _blocked_by(ctx: Context, blocker: int, user: int) -> bool:
+    """M5: the peer blocked the typist. Their typing is dropped without a word: the blocked
+    user is not told of a block (docs/protocol.md, ``contacts.block``)."""
+    row = await ctx.stores.personal.get_contact(blocker, user)
+    return row is not None and row.state == "blocked"
