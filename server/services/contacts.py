@@ -81,7 +81,10 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
     theirs = await personal.get_contact(target, caller)
     _refuse_if_blocked(theirs)
     mine = await personal.get_contact(caller, target)
-    if mine is not None and mine.state == "accepted":
+    if mine is not None and mine.state == "accepted" and _is_accepted(theirs):
+        # Contacts already. M5: a block and unblock since ended it on their side (their
+        # row is gone, ours was left so as not to tell us of the block): then this is a
+        # fresh request, not a silent "accepted" that reaches nobody.
         return await _info(ctx, caller, target)
     if mine is not None and mine.state == "blocked":
         # M5: a block is lifted only by ``contacts.block`` with ``blocked`` false. A request
@@ -210,6 +213,10 @@ def _refuse_if_blocked(their_row: ContactRow | None) -> None:
     """M5: the other user's row says they blocked the caller."""
     if their_row is not None and their_row.state == "blocked":
         raise ProtocolError(ErrorCode.BLOCKED, "this user does not accept requests from you")
+
+
+def _is_accepted(row: ContactRow | None) -> bool:
+    return row is not None and row.state == "accepted"
 
 
 def _request_stands(requester_row: ContactRow | None) -> bool:
