@@ -274,13 +274,16 @@ async def test_o4_dissolution_finishes_after_sigkill_midway(tmp_path: Path) -> N
                         f"member {member.user_id} says {i}" for i in range(MEMBER_MESSAGES)
                     ]
                 # The enterprise account's own words went with it (tombstones keep the
-                # seqs); the friend's stay.
+                # seqs); the friend's stay; and the erased account left the chat (A1).
                 history = await client.request(rq.MsgHistory(rid=0, conv=ann_chat))
-                assert [m.seq for m in history.messages] == list(range(1, ANN_MESSAGES + 2))
+                assert [m.seq for m in history.messages] == list(range(1, ANN_MESSAGES + 3))
                 assert [m.content.text if m.content else None for m in history.messages] == [
                     *([None] * ANN_MESSAGES),
                     "friend answers ann",
+                    None,
                 ]
+                left = history.messages[-1].system
+                assert left is not None and (left.action, left.users) == ("left", [accounts["ann"]])
                 # The other organisation was not touched.
                 got: po.OrgResult = await client.request(po.OrgGet(rid=0, org=kept.org.org))
                 assert got.org.name == "Kept"
