@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -16,6 +16,7 @@ from server.ding.runtime import DingRuntime
 from server.dissolution import Dissolver
 from server.domains import conversation_store
 from server.enterprise import EnterpriseIndex
+from server.group_locks import GroupLocks
 from server.hub import Hub
 from server.last_seen import LastSeen
 from server.live import LiveRuntime
@@ -72,6 +73,8 @@ class Context:
     eraser: AccountEraser
     #: P5/O1/O3: who is an enterprise account (cached for the send path), and the verifier.
     enterprise: EnterpriseIndex
+    #: M1/M2: changes to one group run one at a time (``server/group_locks.py``).
+    group_locks: GroupLocks = field(default_factory=GroupLocks)
 
     def conversations(self, conv_id: str) -> CrossDomainStore:
         """The store that keeps ``conv_id`` (D2/D3, ``server/domains.py``)."""

@@ -2,12 +2,15 @@
 
 Every change is a ``system`` entry in the group's own sequence, committed atomically with
 the membership or setting it changes, so members replaying the sequence see exactly when
-each change happened.
+each change happened. Changes to one group run one at a time (``server/group_locks.py``):
+read, decide, append.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import wraps
+from typing import Protocol, TypeVar
 
 from protocol import replies
 from protocol import requests as rq
@@ -31,6 +34,27 @@ from storage.records import (
     NewConversation,
     NewEntry,
 )
+
+
+class _OnGroup(Protocol):
+    @property
+    def conv(self) -> str: ...
+
+
+_Req = TypeVar("_Req", bound=_OnGroup)
+
+
+def _one_at_a_time(
+    change: Callable[[Context, Connection, _Req], Awaitable[replies.Changed]],
+) -> Callable[[Context, Connection, _Req], Awaitable[replies.Changed]]:
+    """M1, M2: a change to a group decides and commits before the next one reads it."""
+
+    @wraps(change)
+    async def serialised(ctx: Context, conn: Connection, req: _Req) -> replies.Changed:
+        async with ctx.group_locks.hold(req.conv):
+            return await change(ctx, conn, req)
+
+    return serialised
 
 
 async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies.GroupCreated:
@@ -81,6 +105,7 @@ async def create(ctx: Context, conn: Connection, req: rq.GroupCreate) -> replies
     )
 
 
+@_one_at_a_time
 async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Changed:
     caller = _user(conn)
     conversation, _actor = await _manage(ctx, "add", req.conv, caller)
@@ -105,6 +130,7 @@ async def add(ctx: Context, conn: Connection, req: rq.GroupAdd) -> replies.Chang
     return await _append(ctx, req.conv, caller, info, member_changes=changes)
 
 
+@_one_at_a_time
 async def remove(ctx: Context, conn: Connection, req: rq.GroupRemove) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "remove", req.conv, caller)
@@ -120,6 +146,7 @@ async def remove(ctx: Context, conn: Connection, req: rq.GroupRemove) -> replies
     )
 
 
+@_one_at_a_time
 async def leave(ctx: Context, conn: Connection, req: rq.GroupLeave) -> replies.Changed:
     caller = _user(conn)
     if conversation_kind(req.conv) != "group":
@@ -143,20 +170,22 @@ async def depart(ctx: Context, conv_id: str, user_id: int) -> None:
     others, and a group whose owner was a dissolved organisation's enterprise account (O4)
     keeps it, since choosing a successor is not the erasure's to do. Nothing if no longer
     a member."""
-    member = await ctx.conversations(conv_id).get_member(conv_id, user_id)
-    if member is None or not member.active or member.role == "owner":
-        return
-    info = SystemInfo(action="left", actor=user_id, users=[user_id])
-    await _append(
-        ctx,
-        conv_id,
-        user_id,
-        info,
-        member_changes=(MemberChange(user_id=user_id, op="remove"),),
-        departed=(user_id,),
-    )
+    async with ctx.group_locks.hold(conv_id):  # as a member leaving: after the change in hand
+        member = await ctx.conversations(conv_id).get_member(conv_id, user_id)
+        if member is None or not member.active or member.role == "owner":
+            return
+        info = SystemInfo(action="left", actor=user_id, users=[user_id])
+        await _append(
+            ctx,
+            conv_id,
+            user_id,
+            info,
+            member_changes=(MemberChange(user_id=user_id, op="remove"),),
+            departed=(user_id,),
+        )
 
 
+@_one_at_a_time
 async def rename(ctx: Context, conn: Connection, req: rq.GroupRename) -> replies.Changed:
     caller = _user(conn)
     await _manage(ctx, "rename", req.conv, caller)
@@ -164,6 +193,7 @@ async def rename(ctx: Context, conn: Connection, req: rq.GroupRename) -> replies
     return await _append(ctx, req.conv, caller, info, change=ConversationChange(title=req.title))
 
 
+@_one_at_a_time
 async def set_role(ctx: Context, conn: Connection, req: rq.GroupSetRole) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "set_role", req.conv, caller)
@@ -173,6 +203,7 @@ async def set_role(ctx: Context, conn: Connection, req: rq.GroupSetRole) -> repl
     return await _append(ctx, req.conv, caller, info, member_changes=(change,))
 
 
+@_one_at_a_time
 async def transfer(ctx: Context, conn: Connection, req: rq.GroupTransfer) -> replies.Changed:
     """The owner hands the group to another current member and becomes an admin."""
     caller = _user(conn)
@@ -197,6 +228,7 @@ async def transfer(ctx: Context, conn: Connection, req: rq.GroupTransfer) -> rep
     )
 
 
+@_one_at_a_time
 async def mute_member(ctx: Context, conn: Connection, req: rq.GroupMuteMember) -> replies.Changed:
     caller = _user(conn)
     _conversation, actor = await _manage(ctx, "mute_member", req.conv, caller)
@@ -206,6 +238,7 @@ async def mute_member(ctx: Context, conn: Connection, req: rq.GroupMuteMember) -
     return await _append(ctx, req.conv, caller, info, member_changes=(change,))
 
 
+@_one_at_a_time
 async def mute_all(ctx: Context, conn: Connection, req: rq.GroupMuteAll) -> replies.Changed:
     """Mute-all silences ordinary members; the owner and admins are exempt."""
     caller = _user(conn)
@@ -214,6 +247,7 @@ async def mute_all(ctx: Context, conn: Connection, req: rq.GroupMuteAll) -> repl
     return await _append(ctx, req.conv, caller, info, change=ConversationChange(mute_all=req.muted))
 
 
+@_one_at_a_time
 async def set_history(ctx: Context, conn: Connection, req: rq.GroupSetHistory) -> replies.Changed:
     caller = _user(conn)
     await _manage(ctx, "set_history", req.conv, caller)
