@@ -10,6 +10,7 @@ import trio
 
 from protocol import codec
 from protocol import requests as rq
+from protocol.errors import ErrorCode
 from server.app import build_context
 from server.clock import Clock, ManualClock
 from server.config import Config
@@ -58,6 +59,31 @@ async def call(router: Router, conn: Connection, request: rq.Request) -> dict[st
     replies = [f for f in frames(conn) if f["op"] in ("ok", "error")]
     assert len(replies) == 1, replies
     return replies[0]
+
+
+def split(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The frames queued on ``conn``: its replies (``ok``, ``error``) and its events."""
+    replies, events = [], []
+    for frame in frames(conn):
+        (replies if frame["op"] in ("ok", "error") else events).append(frame)
+    return replies, events
+
+
+async def call_checked(
+    router: Router, conn: Connection, request: rq.Request, *, rid: int, deadline: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``request`` with ``rid`` through the router within ``deadline`` seconds: its one
+    reply, checked to be for this ``rid`` and never an internal error (4003), and the
+    events queued with it (the property tests' call)."""
+    request = msgspec.structs.replace(request, rid=rid)
+    with trio.fail_after(deadline):
+        await router.handle_frame(conn, codec.encode_request(request))
+    replies, events = split(conn)
+    assert len(replies) == 1, replies
+    reply = replies[0]
+    assert reply.get("rid") == rid, reply
+    assert reply.get("code") != ErrorCode.INTERNAL, (request, reply)
+    return reply, events
 
 
 async def login(router: Router, conn: Connection, phone: str) -> int:

@@ -58,12 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
-import msgspec
 import pytest
 import trio
 from hypothesis import HealthCheck, example, given, settings
 
-from protocol import codec
 from protocol import requests as rq
 from protocol.errors import ErrorCode
 from protocol.ids import direct_conversation_id, self_conversation_id
@@ -76,7 +74,7 @@ from server.router import Router
 from storage.interfaces import CrossDomainStore
 from storage.memory import open_memory_stores
 from storage.stores import Stores
-from tests.server.routers import build_router, connect, frames, login
+from tests.server.routers import build_router, call_checked, connect, login, split
 
 USERS = 3
 A, B, C = 0, 1, 2
@@ -435,26 +433,17 @@ class Run:
     async def call(self, dev: Device, request: rq.Request) -> dict[str, Any]:
         assert dev.conn is not None
         self.rid += 1
-        request = msgspec.structs.replace(request, rid=self.rid)
-        with trio.fail_after(FRAME_DEADLINE):
-            await self.router.handle_frame(dev.conn, codec.encode_request(request))
-        replies = self.drain(dev)
-        assert len(replies) == 1, replies
-        reply = replies[0]
-        assert reply.get("rid") == self.rid, reply
-        assert reply.get("code") != ErrorCode.INTERNAL, (request, reply)
+        reply, events = await call_checked(
+            self.router, dev.conn, request, rid=self.rid, deadline=FRAME_DEADLINE
+        )
+        dev.inbox.extend(events)
         return reply
 
     def drain(self, dev: Device) -> list[dict[str, Any]]:
         """Replies on the device's connection; its events go to the device."""
         assert dev.conn is not None
-        replies = []
-        for frame in frames(dev.conn):
-            if frame["op"] in ("ok", "error"):
-                replies.append(frame)
-            else:
-                # Checked against the model once the op is applied to it.
-                dev.inbox.append(frame)
+        replies, events = split(dev.conn)
+        dev.inbox.extend(events)  # checked against the model once the op is applied to it
         return replies
 
     def receive_live(self, dev: Device, event: dict[str, Any]) -> None:
