@@ -19,13 +19,13 @@ import msgspec
 import trio
 
 from protocol.errors import CloseCode
-from protocol.events import ContactEvent
 from protocol.ids import conversation_kind
 from server.background import Nudge, run_rounds
 from server.clock import Clock
+from server.contact_changes import contact_event, contact_write
 from storage.interfaces import CrossDomainStore
 from storage.keys import user_owner
-from storage.records import ContactRow, ContactWrite, Entry
+from storage.records import Entry
 from storage.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,6 @@ Disconnect = Callable[[int, int, str], None]
 LeaveConversation = Callable[[str, int], Awaitable[None]]
 #: Push an event to these users' connected devices (``server.context.publish_event``).
 Publish = Callable[[list[int], msgspec.Struct], None]
-
-
-_encoder = msgspec.msgpack.Encoder()
 
 
 class AccountEraser:
@@ -119,22 +116,14 @@ class AccountEraser:
         did. Idempotent: a resumed job finds the rows already gone and writes nothing."""
         personal = self._stores.personal
         now = self._clock.now_ms()
-        writes = []
-        for row in await personal.contacts_naming(user_id):
-            event = ContactEvent(pstream=0, user_id=user_id, state="none", note="")
-            writes.append(
-                ContactWrite(
-                    row=ContactRow(
-                        owner=row.owner, peer=user_id, state=None, note="", updated_at=now
-                    ),
-                    event_body=_encoder.encode(event),
-                )
-            )
+        writes = [
+            contact_write(row.owner, user_id, None, "", now)
+            for row in await personal.contacts_naming(user_id)
+        ]
         if not writes:
             return
         changes, _ = await personal.write_contacts(writes, now=now)
         if self._publish is not None:
             # Their connected devices learn it now, as after a removal, not at a next sync.
             for write, change in zip(writes, changes, strict=True):
-                gone = ContactEvent(pstream=change.pstream, user_id=user_id, state="none", note="")
-                self._publish([write.row.owner], gone)
+                self._publish([write.row.owner], contact_event(write, change.pstream))

@@ -10,31 +10,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-import msgspec
-
 from protocol import replies
 from protocol import requests as rq
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.events import ContactEvent
 from server import policy
 from server.connection import Connection
+from server.contact_changes import contact_event, contact_write
 from server.context import Context
 from server.services import enterprise
 from server.services.render import fingerprint
-from storage.records import ContactRow, ContactStateName, ContactWrite, IdempotencyKey
+from storage.records import ContactRow, ContactWrite, IdempotencyKey
 
 QR_TOKEN_SECONDS = 10 * 60
-_encoder = msgspec.msgpack.Encoder()
-
-
-def _write(
-    owner: int, peer: int, state: ContactStateName | None, note: str, now: int
-) -> ContactWrite:
-    event = ContactEvent(pstream=0, user_id=peer, state=state or "none", note=note)
-    return ContactWrite(
-        row=ContactRow(owner=owner, peer=peer, state=state, note=note, updated_at=now),
-        event_body=_encoder.encode(event),
-    )
 
 
 def _qr_hash(token: str) -> bytes:
@@ -95,13 +82,13 @@ async def add(ctx: Context, conn: Connection, req: rq.ContactsAdd) -> replies.Co
     if mine is not None and mine.state == "pending" and _request_stands(theirs):
         # They asked us first: adding them back accepts.
         writes = [
-            _write(caller, target, "accepted", mine.note, now),
-            _write(target, caller, "accepted", "", now),
+            contact_write(caller, target, "accepted", mine.note, now),
+            contact_write(target, caller, "accepted", "", now),
         ]
     else:
         writes = [
-            _write(caller, target, "requested", req.note, now),
-            _write(target, caller, "pending", req.note, now),
+            contact_write(caller, target, "requested", req.note, now),
+            contact_write(target, caller, "pending", req.note, now),
         ]
     key = IdempotencyKey(
         sender=caller, client_id="c:" + req.cmid, fingerprint=fingerprint(str(target), req.note)
@@ -132,15 +119,15 @@ async def respond(ctx: Context, conn: Connection, req: rq.ContactsRespond) -> re
             raise ProtocolError(ErrorCode.INVALID_STATE, "this contact request was withdrawn")
         await enterprise.check_contact(ctx, caller, req.user)  # O1, O3
         writes = [
-            _write(caller, req.user, "accepted", mine.note, now),
-            _write(req.user, caller, "accepted", "", now),
+            contact_write(caller, req.user, "accepted", mine.note, now),
+            contact_write(req.user, caller, "accepted", "", now),
         ]
     else:
         # Declining clears the caller's request; the requester learns it only while their
         # request still stands (a block of theirs stays as it is).
-        writes = [_write(caller, req.user, None, "", now)]
+        writes = [contact_write(caller, req.user, None, "", now)]
         if _request_stands(theirs):
-            writes.append(_write(req.user, caller, "declined", "", now))
+            writes.append(contact_write(req.user, caller, "declined", "", now))
     changes, _ = await personal.write_contacts(writes, now=now)
     _publish_changes(ctx, writes, [c.pstream for c in changes])
     return await _info(ctx, caller, req.user)
@@ -153,10 +140,10 @@ async def remove(ctx: Context, conn: Connection, req: rq.ContactsRemove) -> repl
     if mine is None or mine.state == "blocked":
         raise ProtocolError(ErrorCode.INVALID_STATE, "not a contact")
     now = ctx.clock.now_ms()
-    writes = [_write(caller, req.user, None, "", now)]
+    writes = [contact_write(caller, req.user, None, "", now)]
     theirs = await personal.get_contact(req.user, caller)
     if theirs is not None and theirs.state != "blocked":
-        writes.append(_write(req.user, caller, None, "", now))
+        writes.append(contact_write(req.user, caller, None, "", now))
     changes, _ = await personal.write_contacts(writes, now=now)
     _publish_changes(ctx, writes, [c.pstream for c in changes])
     return await _info(ctx, caller, req.user)
@@ -174,7 +161,7 @@ async def block(ctx: Context, conn: Connection, req: rq.ContactsBlock) -> replie
     if user is None or (req.blocked and not policy.exists(user)):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
     now = ctx.clock.now_ms()
-    writes = [_write(caller, req.user, "blocked" if req.blocked else None, "", now)]
+    writes = [contact_write(caller, req.user, "blocked" if req.blocked else None, "", now)]
     changes, _ = await ctx.stores.personal.write_contacts(writes, now=now)
     _publish_changes(ctx, writes, [c.pstream for c in changes])
     return await _info(ctx, caller, req.user)
@@ -226,11 +213,7 @@ def _request_stands(requester_row: ContactRow | None) -> bool:
 
 def _publish_changes(ctx: Context, writes: list[ContactWrite], pstreams: list[int]) -> None:
     for write, pstream in zip(writes, pstreams, strict=True):
-        row = write.row
-        event = ContactEvent(
-            pstream=pstream, user_id=row.peer, state=row.state or "none", note=row.note
-        )
-        ctx.publish([row.owner], event)
+        ctx.publish([write.row.owner], contact_event(write, pstream))
 
 
 def _user(conn: Connection) -> int:
